@@ -1,0 +1,156 @@
+//! The one boundary every storage backend implements: the [`Driver`] trait, its options and the
+//! report of an applied layer diff.
+//!
+//! CONTRACT (shared with the metadata crate, which is written against it): change it only
+//! together with its callers.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use podstore_reference::Digest;
+
+/// One range of an ID mapping, as containers/storage records it (`container_id`, `host_id`,
+/// `size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdMap {
+    /// First ID inside the container.
+    pub container_id: u32,
+    /// First ID on the host.
+    pub host_id: u32,
+    /// Number of IDs mapped.
+    pub size: u32,
+}
+
+/// UID and GID mappings; empty means identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct IdMappings {
+    /// UID ranges.
+    pub uid: Vec<IdMap>,
+    /// GID ranges.
+    pub gid: Vec<IdMap>,
+}
+
+/// How a layer blob was compressed, numbered as containers/storage's `compression` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    /// A plain tar (0; the field is omitted).
+    None = 0,
+    /// bzip2 (1); recognised, not decoded.
+    Bzip2 = 1,
+    /// gzip (2).
+    Gzip = 2,
+    /// xz (3); recognised, not decoded.
+    Xz = 3,
+    /// zstd (4).
+    Zstd = 4,
+}
+
+/// Options for creating a layer.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// A container's writable layer rather than an image layer.
+    pub read_write: bool,
+    /// ID mappings of the layer's owner (the layer root is owned by the mapped root).
+    pub id_mappings: IdMappings,
+}
+
+/// Options for applying a layer diff.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Owners in the tar are shifted through these mappings while applying.
+    pub id_mappings: IdMappings,
+    /// Skip the final syncfs (tests on tmpfs, benchmarks of the sync cost).
+    pub no_sync: bool,
+}
+
+/// Options for mounting a layer.
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// Mount options; empty means the driver's configured `mountopt`.
+    pub options: Vec<String>,
+    /// SELinux mount label, passed as `context="…"`.
+    pub mount_label: Option<String>,
+    /// Mount read-only (image layers).
+    pub read_only: bool,
+}
+
+/// What applying a diff found, computed in the same pass that wrote the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Digest of the blob exactly as read (`compressed-diff-digest`).
+    pub compressed_digest: Digest,
+    /// Bytes of the blob read (`compressed-size`).
+    pub compressed_size: u64,
+    /// Digest of the uncompressed tar, the DiffID (`diff-digest`).
+    pub diff_digest: Digest,
+    /// Length of the uncompressed tar (`diff-size`).
+    pub diff_size: u64,
+    /// Compression detected from the first bytes.
+    pub compression: Compression,
+    /// UIDs of every entry whose base name does not start with `.wh.` (before mapping).
+    pub uids: BTreeSet<u32>,
+    /// GIDs likewise.
+    pub gids: BTreeSet<u32>,
+}
+
+/// A layer driver failure; every variant names the layer or path involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The layer does not exist in this driver.
+    #[error("layer {id} does not exist in the {driver} driver")]
+    NotFound {
+        /// Layer ID.
+        id: String,
+        /// Driver name.
+        driver: &'static str,
+    },
+    /// An I/O error at a path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A storage backend: creates layer directories, applies diffs into them, mounts and removes
+/// them. Layer IDs are 64-hex strings chosen by the caller.
+pub trait Driver: Send + Sync {
+    /// The canonical name (`overlay`, `vfs`), used for the `<name>-layers` directories.
+    fn name(&self) -> &'static str;
+    /// The driver's home directory (`<graphroot>/overlay`, `<graphroot>/vfs`).
+    fn home(&self) -> &Path;
+    /// Creates an empty layer on top of `parent`.
+    fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOptions)
+    -> Result<(), DriverError>;
+    /// Streams a (possibly compressed) layer tar into the layer, writing containers/storage's
+    /// tar-split JSON lines (uncompressed) into `tar_split`.
+    fn apply_diff(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        blob: &mut dyn Read,
+        tar_split: &mut dyn Write,
+        opts: &ApplyOptions,
+    ) -> Result<ApplyReport, DriverError>;
+    /// Mounts the layer (with its parents) and returns the root filesystem path.
+    fn mount(&self, id: &str, opts: &MountOptions) -> Result<PathBuf, DriverError>;
+    /// Unmounts the layer.
+    fn unmount(&self, id: &str) -> Result<(), DriverError>;
+    /// Removes the layer's directories.
+    fn remove(&self, id: &str) -> Result<(), DriverError>;
+    /// Whether the layer's directory exists.
+    fn exists(&self, id: &str) -> bool;
+    /// Disk usage of the layer's own files, in bytes.
+    fn size(&self, id: &str) -> Result<u64, DriverError>;
+    /// Directories to look a file of this layer up in, nearest first (overlay: its `diff/`
+    /// then each lower `diff/`; vfs: the layer directory). Used to rebuild a tar from tar-split.
+    fn lookup_dirs(&self, id: &str) -> Result<Vec<PathBuf>, DriverError>;
+}
