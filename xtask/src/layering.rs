@@ -84,7 +84,10 @@ pub fn check_metadata(metadata: &serde_json::Value) -> Result<Vec<Violation>> {
     let mut violations = Vec::new();
     for pkg in packages {
         let from = pkg["name"].as_str().context("package without a name")?;
-        let deps = pkg["dependencies"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let deps = pkg["dependencies"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         for dep in deps {
             let to = dep["name"].as_str().context("dependency without a name")?;
             let kind = dep["kind"].as_str().unwrap_or("normal");
@@ -140,7 +143,10 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].from, "podstore-reference");
         assert_eq!(v[0].to, "podstore-metadata");
-        assert!(v[0].to_string().contains("podstore-reference -> podstore-metadata"));
+        assert!(
+            v[0].to_string()
+                .contains("podstore-reference -> podstore-metadata")
+        );
     }
 
     #[test]
@@ -164,11 +170,21 @@ mod tests {
     #[test]
     fn the_real_workspace_is_layered() {
         let out = std::process::Command::new(env!("CARGO"))
-            .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
             .current_dir(crate::workspace_root())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let names: Vec<&str> = json["packages"]
             .as_array()

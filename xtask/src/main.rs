@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! Commands:
-//! - `ci`: every gate CI runs, in order (fmt, clippy, test, doc, deny, layering);
+//! - `deps`: installs the Debian packages and cargo tools the tests use, when missing;
+//! - `ci`: `deps`, then every gate CI runs, in order (fmt, clippy, test, doc, deny, layering);
 //! - `layering`: fails when a crate depends on a crate of the same or a higher tier;
 //! - `fuzz --time SECONDS`: runs every cargo-fuzz target of the workspace for that long.
 
@@ -20,6 +21,7 @@ fn main() -> Result<()> {
     };
     match cmd {
         "ci" => ci(),
+        "deps" => deps(),
         "layering" => layering_cmd(),
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
@@ -37,7 +39,8 @@ fn print_help() {
     eprintln!(
         "usage: cargo xtask <command>\n\n\
          commands:\n  \
-         ci                   fmt, clippy, test, doc, deny and layering, in that order\n  \
+         deps                 install the Debian packages and cargo tools the tests use\n  \
+         ci                   deps, then fmt, clippy, test, doc, deny and layering, in that order\n  \
          layering             check that crates depend only on lower tiers\n  \
          fuzz [--time SECS]   run every cargo-fuzz target for SECS seconds (default 30)\n"
     );
@@ -68,18 +71,128 @@ fn run(step: &str, mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
+/// Debian packages the test suites use: the real registry, the peers used as interop
+/// validators, and the tools fixtures and tests call.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "docker-registry",
+    "skopeo",
+    "podman",
+    "buildah",
+    "containers-storage",
+    "crun",
+    "runc",
+    "conmon",
+    "busybox-static",
+    "apache2-utils",
+    "openssl",
+    "ca-certificates",
+    "zstd",
+    "jq",
+    "attr",
+    "curl",
+];
+
+fn package_installed(name: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn deps() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !package_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!(
+            "==> deps: all {} Debian packages present",
+            DEBIAN_PACKAGES.len()
+        );
+    } else {
+        eprintln!("==> deps: installing {}", missing.join(" "));
+        run("apt-get update", {
+            let mut c = Command::new("apt-get");
+            c.arg("update");
+            c
+        })?;
+        let mut c = Command::new("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing);
+        run("apt-get install", c)?;
+    }
+    let have_deny = cargo()
+        .args(["deny", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have_deny {
+        let mut c = cargo();
+        c.args(["install", "--locked", "cargo-deny"]);
+        run("install cargo-deny", c)?;
+    }
+    Ok(())
+}
+
+/// Runs `cargo test` with its output passed through, and returns the summed counts of its
+/// `test result:` lines (passed, failed, ignored).
+fn run_tests(mut cmd: Command) -> Result<(u64, u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("==> test: {cmd:?}");
+    cmd.stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match label {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    "ignored" => ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("test failed ({status}): {passed} passed, {failed} failed");
+    }
+    Ok((passed, failed, ignored))
+}
+
 fn ci() -> Result<()> {
+    deps()?;
+
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run("fmt", fmt)?;
 
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run("clippy", clippy)?;
 
     let mut test = cargo();
     test.args(["test", "--workspace"]);
-    run("test", test)?;
+    let (passed, failed, ignored) = run_tests(test)?;
 
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"])
@@ -92,6 +205,7 @@ fn ci() -> Result<()> {
 
     layering_cmd()?;
     eprintln!("==> ci: all gates passed");
+    println!("ci: {passed} passed, {failed} failed, {ignored} skipped");
     Ok(())
 }
 
