@@ -241,14 +241,19 @@ impl<'de> serde::Deserialize<'de> for Digest {
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// OCI algorithm grammar: `[a-z0-9]+([+._-][a-z0-9]+)*`.
 fn is_algorithm_grammar(s: &str) -> bool {
     !s.is_empty()
-        && s.split(['+', '.', '_', '-'])
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && s.split(['+', '.', '_', '-']).all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 enum HasherState {
@@ -432,15 +437,29 @@ mod tests {
             let d = Digest::parse(s).unwrap();
             assert_eq!(d.to_string(), s);
         }
-        let bad: [(&str, fn(&DigestError) -> bool); 7] = [
-            ("sha256", |e| matches!(e, DigestError::MissingSeparator { .. })),
+        type ErrorCheck = fn(&DigestError) -> bool;
+        let bad: [(&str, ErrorCheck); 7] = [
+            ("sha256", |e| {
+                matches!(e, DigestError::MissingSeparator { .. })
+            }),
             ("md5:d41d8cd98f00b204e9800998ecf8427e", |e| {
                 matches!(e, DigestError::UnsupportedAlgorithm { .. })
             }),
-            ("SHA256:e3b0", |e| matches!(e, DigestError::MalformedAlgorithm { .. })),
-            (":e3b0", |e| matches!(e, DigestError::MalformedAlgorithm { .. })),
+            ("SHA256:e3b0", |e| {
+                matches!(e, DigestError::MalformedAlgorithm { .. })
+            }),
+            (":e3b0", |e| {
+                matches!(e, DigestError::MalformedAlgorithm { .. })
+            }),
             ("sha256:e3b0", |e| {
-                matches!(e, DigestError::BadLength { expected: 64, found: 4, .. })
+                matches!(
+                    e,
+                    DigestError::BadLength {
+                        expected: 64,
+                        found: 4,
+                        ..
+                    }
+                )
             }),
             (
                 "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
