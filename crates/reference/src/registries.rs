@@ -406,13 +406,20 @@ impl LoadOptions {
     /// The paths containers/image uses for a root process: `CONTAINERS_REGISTRIES_CONF` as the
     /// explicit file if set, `$HOME`, the system paths and the root alias cache.
     pub fn system() -> LoadOptions {
+        LoadOptions::from_env(|name| std::env::var_os(name))
+    }
+
+    /// [`LoadOptions::system`] with the environment read through `var` (for tests): the explicit
+    /// file from `CONTAINERS_REGISTRIES_CONF` and the home directory from `HOME`; empty values
+    /// count as unset.
+    pub fn from_env<F>(var: F) -> LoadOptions
+    where
+        F: Fn(&str) -> Option<std::ffi::OsString>,
+    {
+        let non_empty = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         LoadOptions {
-            file: std::env::var_os(REGISTRIES_CONF_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-            home: std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            file: non_empty(REGISTRIES_CONF_ENV),
+            home: non_empty("HOME"),
             alias_cache: Some(PathBuf::from(SYSTEM_ALIAS_CACHE)),
             ..LoadOptions::default()
         }
