@@ -245,7 +245,8 @@ mirror = [
 fn rewrite_table() {
     // (config, logical reference, expected physical references in order, or the error location)
     use podstore_reference::ReferenceErrorKind as K;
-    let cases: &[(&str, String, Result<Vec<String>, (&str, K)>)] = &[
+    type Want = Result<Vec<String>, (&'static str, K)>;
+    let cases: &[(&str, String, Want)] = &[
         (
             "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\nmirror = [{ location = \"mirror.gcr.io\" }]",
             "busybox".into(),
