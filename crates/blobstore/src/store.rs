@@ -209,7 +209,8 @@ impl BlobStore {
     /// than `expected_size` is discarded.
     ///
     /// **Blocks** while another writer holds this digest's ingest (async callers: run it on a
-    /// blocking thread).
+    /// blocking thread). A thread that calls `begin` for a digest whose writer it still holds
+    /// waits for itself forever: finish or drop the writer first.
     ///
     /// When the blob is present but its size differs from `expected_size`, the caller's size
     /// is wrong for this digest: [`BlobError::SizeMismatch`] (the blob is left untouched).

@@ -76,6 +76,17 @@ fn wait_for_blocked_waiters(inode: u64, n: usize) {
 }
 
 #[test]
+fn handles_are_shareable_across_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    fn sendable<T: Send + 'static>() {}
+    shareable::<BlobStore>();
+    shareable::<podstore_blobstore::OciLayout>();
+    sendable::<IngestWriter>();
+    sendable::<Begin>();
+    sendable::<BlobError>();
+}
+
+#[test]
 fn write_commit_and_read_back() {
     let dir = tempdir();
     let store = BlobStore::open(dir.path()).unwrap();
