@@ -1,0 +1,1556 @@
+//! The [`Store`]: opens a containers/storage graph root and run root, and performs every
+//! record operation under containers/storage's locks, in its order (storage < layers < images <
+//! containers; mountpoints innermost), saving with a fresh last-writer token and an atomic
+//! JSON write.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use podstore_layer::{ApplyOptions, CreateOptions, Driver, IdMappings, MountOptions};
+use podstore_reference::Digest;
+use serde_json::Value;
+
+use crate::config::StoreOptions;
+use crate::error::{Error, RecordKind, Result, io_err};
+use crate::fsutil::{
+    AtomicFile, big_data_file_name, mkdir_all, random_id, read_or_empty, remove_dir_all_if_exists,
+    remove_file_if_exists, remove_stale_temp_files, write_atomic,
+};
+use crate::gotime::GoTime;
+use crate::lockfile::{LockFile, LockGuard};
+use crate::recordfile::RecordFile;
+use crate::records::{Container, INCOMPLETE_FLAG, Image, Layer, Mountpoint, is_manifest_key};
+
+/// How to create a layer.
+#[derive(Debug, Clone, Default)]
+pub struct LayerOptions {
+    /// The layer ID; random when `None`.
+    pub id: Option<String>,
+    /// Parent layer (ID, name or unique prefix).
+    pub parent: Option<String>,
+    /// Names for the layer (unique across layers).
+    pub names: Vec<String>,
+    /// SELinux mount label.
+    pub mount_label: String,
+    /// A container's writable layer.
+    pub read_write: bool,
+    /// The blob's digest as the caller knows it (containers/image passes the manifest's blob
+    /// digest); recorded as `compressed-diff-digest` instead of the computed one.
+    pub compressed_digest: Option<Digest>,
+    /// The expected DiffID; creation fails (and is undone) if the content differs.
+    pub uncompressed_digest: Option<Digest>,
+    /// Skip the driver's final sync (tests on tmpfs).
+    pub no_sync: bool,
+}
+
+/// One big-data item to store with a new image.
+#[derive(Debug, Clone)]
+pub struct BigDataItem {
+    /// The key (`sha256:<config>`, `manifest`, `manifest-<digest>`, …).
+    pub key: String,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// The digest to record for a manifest key (containers/image's `manifest.Digest`, which
+    /// strips schema1 signatures); `None` means sha256 of the bytes.
+    pub digest: Option<Digest>,
+}
+
+/// How to create an image.
+#[derive(Debug, Clone, Default)]
+pub struct ImageOptions {
+    /// Image ID; random when `None`.
+    pub id: Option<String>,
+    /// Top layer (ID, name or unique prefix); `None` for an image without layers.
+    pub top_layer: Option<String>,
+    /// Names; each must not be used by another image.
+    pub names: Vec<String>,
+    /// Metadata; must be JSON when not empty (containers/image writes `{}`).
+    pub metadata: String,
+    /// Creation time; now when `None`.
+    pub created: Option<GoTime>,
+    /// The searchable digest; derived from the first manifest item when `None`.
+    pub digest: Option<Digest>,
+    /// Big data stored in the same critical section as the record.
+    pub big_data: Vec<BigDataItem>,
+}
+
+/// How to create a container.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerOptions {
+    /// Container ID; random when `None`.
+    pub id: Option<String>,
+    /// Names (unique across containers).
+    pub names: Vec<String>,
+    /// Image (ID, name or unique prefix); empty for a container without an image.
+    pub image: String,
+    /// Caller metadata.
+    pub metadata: String,
+    /// Names for the container's layer.
+    pub layer_names: Vec<String>,
+    /// SELinux mount label (`flags.MountLabel`).
+    pub mount_label: String,
+    /// SELinux process label (`flags.ProcessLabel`).
+    pub process_label: String,
+    /// Extra flags (`MountOpts`, `Volatile`, …).
+    pub flags: BTreeMap<String, Value>,
+}
+
+/// What creating a layer cost, for measuring the time `layers.lock` is held.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerCreateStats {
+    /// Time from taking `layers.lock` (write) to releasing it.
+    pub layers_lock_held: Duration,
+}
+
+/// A compressed blob staged under `<graphroot>/tmp` without any store lock, so that the
+/// network-bound copy does not hold `layers.lock`. Removed on drop.
+#[derive(Debug)]
+pub struct StagedBlob {
+    path: PathBuf,
+    digest: Digest,
+    size: u64,
+}
+
+impl StagedBlob {
+    /// Digest of the staged bytes.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    /// Number of staged bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Where the bytes are.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+trait Named {
+    fn id(&self) -> &str;
+    fn names(&self) -> &[String];
+    fn names_mut(&mut self) -> &mut Vec<String>;
+}
+
+macro_rules! named {
+    ($t:ty) => {
+        impl Named for $t {
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn names(&self) -> &[String] {
+                &self.names
+            }
+            fn names_mut(&mut self) -> &mut Vec<String> {
+                &mut self.names
+            }
+        }
+    };
+}
+named!(Layer);
+named!(Image);
+named!(Container);
+
+/// Finds a record by exact ID, then by name, then by unique ID prefix (containers/storage's
+/// lookup order).
+fn find_index<R: Named>(records: &[R], key: &str, kind: RecordKind) -> Result<usize> {
+    if let Some(i) = records.iter().position(|r| r.id() == key) {
+        return Ok(i);
+    }
+    if let Some(i) = records
+        .iter()
+        .position(|r| r.names().iter().any(|n| n == key))
+    {
+        return Ok(i);
+    }
+    if !key.is_empty() {
+        let mut matches = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.id().starts_with(key));
+        if let Some((i, _)) = matches.next() {
+            if matches.next().is_some() {
+                return Err(Error::AmbiguousPrefix {
+                    kind,
+                    prefix: key.to_owned(),
+                });
+            }
+            return Ok(i);
+        }
+    }
+    Err(unknown(kind, key))
+}
+
+fn unknown(kind: RecordKind, key: &str) -> Error {
+    match kind {
+        RecordKind::Layer => Error::LayerUnknown { id: key.to_owned() },
+        RecordKind::Image => Error::ImageUnknown { id: key.to_owned() },
+        RecordKind::Container => Error::ContainerUnknown { id: key.to_owned() },
+    }
+}
+
+fn validate_id(id: &str, kind: RecordKind) -> Result<()> {
+    let bad = |reason| Error::InvalidId {
+        kind,
+        id: id.to_owned(),
+        reason,
+    };
+    if id.is_empty() {
+        return Err(bad("empty"));
+    }
+    if id.contains(|c: char| c.is_whitespace() || c == '/' || c.is_control())
+        || id == "."
+        || id == ".."
+    {
+        return Err(bad("contains whitespace, '/' or control characters"));
+    }
+    if id.len() > 200 {
+        return Err(bad("too long"));
+    }
+    Ok(())
+}
+
+/// Keeps the first occurrence of each name (`dedupeNames`).
+fn dedupe(names: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    names
+        .into_iter()
+        .filter(|n| seen.insert(n.clone()))
+        .collect()
+}
+
+/// Removes names held by more than one record from all but the first holder. Returns the
+/// first duplicate found, if any.
+fn repair_duplicate_names<R: Named>(records: &mut [R]) -> Option<String> {
+    let mut seen = BTreeSet::new();
+    let mut first_dup = None;
+    for r in records.iter_mut() {
+        let names = std::mem::take(r.names_mut());
+        let mut kept = Vec::with_capacity(names.len());
+        for n in names {
+            if seen.insert(n.clone()) {
+                kept.push(n);
+            } else if first_dup.is_none() {
+                first_dup = Some(n);
+            }
+        }
+        *r.names_mut() = dedupe(kept);
+    }
+    first_dup
+}
+
+/// Names-history update after any names change: every element of the resulting names is
+/// prepended in turn, then duplicates are dropped (keeping the first).
+fn update_names_history(image: &mut Image) {
+    let mut history = image.names_history.clone();
+    for n in &image.names {
+        history.insert(0, n.clone());
+    }
+    image.names_history = dedupe(history);
+}
+
+/// How a names operation changes a record's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamesOp {
+    /// Append names not yet present (containers/storage 1.43 `AddNames`).
+    Add,
+    /// Replace the names.
+    Set,
+    /// Remove the given names.
+    Remove,
+}
+
+fn apply_names<R: Named>(records: &mut [R], index: usize, names: &[String], op: NamesOp) {
+    let old = records[index].names().to_vec();
+    let new = match op {
+        NamesOp::Add => dedupe(old.iter().chain(names.iter()).cloned().collect()),
+        NamesOp::Set => dedupe(names.to_vec()),
+        NamesOp::Remove => old.into_iter().filter(|n| !names.contains(n)).collect(),
+    };
+    // Names move: take them away from any other record first.
+    if op != NamesOp::Remove {
+        for (i, r) in records.iter_mut().enumerate() {
+            if i != index {
+                r.names_mut().retain(|n| !new.contains(n));
+            }
+        }
+    }
+    *records[index].names_mut() = new;
+}
+
+/// The Store. Cheap to share between threads (`&Store` is enough for every operation).
+pub struct Store {
+    graph_root: PathBuf,
+    run_root: PathBuf,
+    driver: Arc<dyn Driver>,
+    storage_lock: LockFile,
+    layers: RecordFile<Layer>,
+    mounts: RecordFile<Mountpoint>,
+    images: RecordFile<Image>,
+    containers: RecordFile<Container>,
+    layers_dir: PathBuf,
+    images_dir: PathBuf,
+    containers_dir: PathBuf,
+    run_containers_dir: PathBuf,
+    tmp_dir: PathBuf,
+    id_mappings: IdMappings,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("graph_root", &self.graph_root)
+            .field("run_root", &self.run_root)
+            .field("driver", &self.driver.name())
+            .finish()
+    }
+}
+
+/// The layer records plus mount counts, loaded under `layers.lock`.
+struct LayerState {
+    layers: Vec<Layer>,
+    mounts: Vec<Mountpoint>,
+}
+
+impl Store {
+    /// Opens the store with an already-constructed driver (whose `name()` decides the
+    /// `<driver>-layers` directory names), creating the directory skeleton containers/storage
+    /// creates, and recovering from a crash: incomplete layers and stale `.tmp-*` files are
+    /// removed, each under its store's write lock.
+    pub fn open_with_driver(options: &StoreOptions, driver: Arc<dyn Driver>) -> Result<Store> {
+        let abs = |p: &Path| -> Result<PathBuf> {
+            if p.is_absolute() {
+                Ok(p.to_path_buf())
+            } else {
+                std::env::current_dir()
+                    .map(|d| d.join(p))
+                    .map_err(|e| io_err("resolving", p, e))
+            }
+        };
+        let graph_root = abs(&options.graph_root)?;
+        let run_root = abs(&options.run_root)?;
+        let name = driver.name();
+        let layers_dir = graph_root.join(format!("{name}-layers"));
+        let images_dir = graph_root.join(format!("{name}-images"));
+        let containers_dir = graph_root.join(format!("{name}-containers"));
+        let run_layers_dir = run_root.join(format!("{name}-layers"));
+        let run_containers_dir = run_root.join(format!("{name}-containers"));
+        for d in [
+            &graph_root,
+            &run_root,
+            &layers_dir,
+            &images_dir,
+            &containers_dir,
+            &run_layers_dir,
+            &run_containers_dir,
+            &run_root.join(format!("{name}-locks")),
+            &graph_root.join("mounts"),
+            &graph_root.join("tmp"),
+        ] {
+            mkdir_all(d)?;
+        }
+        let storage_lock = LockFile::open(&graph_root.join("storage.lock"))?;
+        LockFile::open(&graph_root.join("userns.lock"))?;
+        let store = Store {
+            layers: RecordFile::open(
+                layers_dir.join("layers.json"),
+                &layers_dir.join("layers.lock"),
+                true,
+            )?,
+            mounts: RecordFile::open(
+                run_layers_dir.join("mountpoints.json"),
+                &run_layers_dir.join("mountpoints.lock"),
+                false,
+            )?,
+            images: RecordFile::open(
+                images_dir.join("images.json"),
+                &images_dir.join("images.lock"),
+                false,
+            )?,
+            containers: RecordFile::open(
+                containers_dir.join("containers.json"),
+                &containers_dir.join("containers.lock"),
+                false,
+            )?,
+            tmp_dir: graph_root.join("tmp"),
+            graph_root,
+            run_root,
+            driver,
+            storage_lock,
+            layers_dir,
+            images_dir,
+            containers_dir,
+            run_containers_dir,
+            id_mappings: IdMappings {
+                uid: options.uid_map.clone(),
+                gid: options.gid_map.clone(),
+            },
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn recover(&self) -> Result<()> {
+        {
+            let g = self.layers.lock().write()?;
+            // Loading under the write lock removes incomplete layers.
+            self.load_layers_for_write(&g)?;
+            remove_stale_temp_files(&self.layers_dir)?;
+        }
+        {
+            let g = self.images.lock().write()?;
+            self.load_images_for_write(&g)?;
+            remove_stale_temp_files(&self.images_dir)?;
+        }
+        {
+            let g = self.containers.lock().write()?;
+            self.load_containers_for_write(&g)?;
+            remove_stale_temp_files(&self.containers_dir)?;
+        }
+        Ok(())
+    }
+
+    /// The graph root.
+    pub fn graph_root(&self) -> &Path {
+        &self.graph_root
+    }
+
+    /// The run root.
+    pub fn run_root(&self) -> &Path {
+        &self.run_root
+    }
+
+    /// The layer driver.
+    pub fn driver(&self) -> &dyn Driver {
+        self.driver.as_ref()
+    }
+
+    /// The driver's canonical name.
+    pub fn driver_name(&self) -> &'static str {
+        self.driver.name()
+    }
+
+    // ----- loading -------------------------------------------------------------------------
+
+    fn load_layer_state(&self, g: &LockGuard) -> Result<LayerState> {
+        let layers = self.layers.load(g)?;
+        let mounts = {
+            let mg = self.mounts.lock().read()?;
+            self.mounts.load(&mg)?
+        };
+        Ok(LayerState {
+            layers: (*layers).clone(),
+            mounts: (*mounts).clone(),
+        })
+    }
+
+    fn load_layers_for_read(&self) -> Result<(LockGuard, LayerState)> {
+        let g = self.layers.lock().read()?;
+        let mut st = self.load_layer_state(&g)?;
+        if let Some(name) = duplicate_name(&st.layers) {
+            return Err(Error::DuplicateNames {
+                kind: RecordKind::Layer,
+                name,
+                path: self.layers.path().to_path_buf(),
+            });
+        }
+        // Under a read lock nobody is creating a layer, so an incomplete one is crash debris;
+        // hide it until a writer removes it.
+        st.layers.retain(|l| !l.is_incomplete());
+        Ok((g, st))
+    }
+
+    /// Loads under the write lock, repairing duplicate names and deleting incomplete layers
+    /// as containers/storage does.
+    fn load_layers_for_write(&self, g: &LockGuard) -> Result<LayerState> {
+        let mut st = self.load_layer_state(g)?;
+        let mut dirty = repair_duplicate_names(&mut st.layers).is_some();
+        let incomplete: Vec<String> = st
+            .layers
+            .iter()
+            .filter(|l| l.is_incomplete())
+            .map(|l| l.id.clone())
+            .collect();
+        for id in incomplete {
+            self.remove_layer_data(&id)?;
+            st.layers.retain(|l| l.id != id);
+            st.mounts.retain(|m| m.id != id);
+            dirty = true;
+        }
+        if dirty {
+            self.save_layers(g, &st)?;
+        }
+        Ok(st)
+    }
+
+    fn save_layers(&self, g: &LockGuard, st: &LayerState) -> Result<()> {
+        self.layers.save(g, st.layers.clone())?;
+        self.save_mounts(st)
+    }
+
+    fn save_mounts(&self, st: &LayerState) -> Result<()> {
+        let mg = self.mounts.lock().write()?;
+        let known: BTreeSet<&str> = st.layers.iter().map(|l| l.id.as_str()).collect();
+        let mounts: Vec<Mountpoint> = st
+            .mounts
+            .iter()
+            .filter(|m| !m.path.is_empty() && m.count > 0 && known.contains(m.id.as_str()))
+            .cloned()
+            .collect();
+        self.mounts.save(&mg, mounts)?;
+        Ok(())
+    }
+
+    fn load_images_for_read(&self) -> Result<(LockGuard, Arc<Vec<Image>>)> {
+        let g = self.images.lock().read()?;
+        let images = self.images.load(&g)?;
+        if let Some(name) = duplicate_name(&images) {
+            return Err(Error::DuplicateNames {
+                kind: RecordKind::Image,
+                name,
+                path: self.images.path().to_path_buf(),
+            });
+        }
+        let mut checked = (*images).clone();
+        for img in &mut checked {
+            self.check_image_digests(img)?;
+        }
+        Ok((g, Arc::new(checked)))
+    }
+
+    fn check_image_digests(&self, img: &mut Image) -> Result<bool> {
+        img.recompute_digests().map_err(|reason| Error::Corrupt {
+            path: self.images.path().to_path_buf(),
+            reason: format!("computing digests for image with ID {:?}: {reason}", img.id),
+        })
+    }
+
+    fn load_images_for_write(&self, g: &LockGuard) -> Result<Vec<Image>> {
+        let mut images = (*self.images.load(g)?).clone();
+        let mut dirty = repair_duplicate_names(&mut images).is_some();
+        for img in &mut images {
+            dirty |= self.check_image_digests(img)?;
+        }
+        if dirty {
+            self.images.save(g, images.clone())?;
+        }
+        Ok(images)
+    }
+
+    fn load_containers_for_read(&self) -> Result<(LockGuard, Arc<Vec<Container>>)> {
+        let g = self.containers.lock().read()?;
+        let containers = self.containers.load(&g)?;
+        if let Some(name) = duplicate_name(&containers) {
+            return Err(Error::DuplicateNames {
+                kind: RecordKind::Container,
+                name,
+                path: self.containers.path().to_path_buf(),
+            });
+        }
+        Ok((g, containers))
+    }
+
+    fn load_containers_for_write(&self, g: &LockGuard) -> Result<Vec<Container>> {
+        let mut containers = (*self.containers.load(g)?).clone();
+        if repair_duplicate_names(&mut containers).is_some() {
+            self.containers.save(g, containers.clone())?;
+        }
+        Ok(containers)
+    }
+
+    // ----- layers --------------------------------------------------------------------------
+
+    /// All layers (complete ones).
+    pub fn layers(&self) -> Result<Vec<Layer>> {
+        Ok(self.load_layers_for_read()?.1.layers)
+    }
+
+    /// A layer by ID, name or unique ID prefix.
+    pub fn layer(&self, key: &str) -> Result<Layer> {
+        let (_g, st) = self.load_layers_for_read()?;
+        let i = find_index(&st.layers, key, RecordKind::Layer)?;
+        Ok(st.layers[i].clone())
+    }
+
+    /// Whether a complete layer with exactly this ID exists.
+    pub fn layer_exists(&self, id: &str) -> Result<bool> {
+        let (_g, st) = self.load_layers_for_read()?;
+        Ok(st.layers.iter().any(|l| l.id == id))
+    }
+
+    /// Layers whose `compressed-diff-digest` is `digest` (containers/image's blob reuse).
+    pub fn layers_by_compressed_digest(&self, digest: &Digest) -> Result<Vec<Layer>> {
+        let d = digest.to_string();
+        Ok(self
+            .layers()?
+            .into_iter()
+            .filter(|l| l.compressed_digest == d)
+            .collect())
+    }
+
+    /// Layers whose `diff-digest` is `digest`.
+    pub fn layers_by_uncompressed_digest(&self, digest: &Digest) -> Result<Vec<Layer>> {
+        let d = digest.to_string();
+        Ok(self
+            .layers()?
+            .into_iter()
+            .filter(|l| l.uncompressed_digest == d)
+            .collect())
+    }
+
+    /// Copies a compressed blob into `<graphroot>/tmp` while holding no lock, computing its
+    /// sha256. Pass the result to [`Store::create_layer_from_staged`], which then only holds
+    /// `layers.lock` for the local extraction.
+    pub fn stage_blob(&self, blob: &mut dyn Read) -> Result<StagedBlob> {
+        let path = self.tmp_dir.join(format!("staged-blob-{}", random_id()));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_err("creating staged blob", &path, e))?;
+        let staged = StagedBlob {
+            path,
+            digest: Digest::sha256_of(b""),
+            size: 0,
+        };
+        let mut hasher = podstore_reference::Algorithm::Sha256.digester();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = match blob.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("reading blob for", &staged.path, e)),
+            };
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .map_err(|e| io_err("writing staged blob", &staged.path, e))?;
+            size += n as u64;
+        }
+        let mut staged = staged;
+        staged.digest = hasher.finish();
+        staged.size = size;
+        Ok(staged)
+    }
+
+    /// Creates a layer from a blob staged with [`Store::stage_blob`]; the staged digest is
+    /// recorded as `compressed-diff-digest` unless `options` names one.
+    pub fn create_layer_from_staged(
+        &self,
+        mut options: LayerOptions,
+        staged: &StagedBlob,
+    ) -> Result<(Layer, LayerCreateStats)> {
+        if options.compressed_digest.is_none() {
+            options.compressed_digest = Some(staged.digest.clone());
+        }
+        let mut f = fs::File::open(&staged.path)
+            .map_err(|e| io_err("opening staged blob", &staged.path, e))?;
+        self.create_layer(options, Some(&mut f))
+    }
+
+    /// Creates a layer, applying `blob` (a possibly compressed tar) through the driver when
+    /// given. Follows the incomplete-flag protocol: the record is saved flagged `incomplete`
+    /// under `layers.lock` (write), the diff applied and `<id>.tar-split.gz` written, the
+    /// digests, sizes, compression and ID sets recorded, and the flag cleared — all without
+    /// releasing the lock. On failure everything is undone.
+    pub fn create_layer(
+        &self,
+        options: LayerOptions,
+        blob: Option<&mut dyn Read>,
+    ) -> Result<(Layer, LayerCreateStats)> {
+        let id = match &options.id {
+            Some(id) => {
+                validate_id(id, RecordKind::Layer)?;
+                id.clone()
+            }
+            None => random_id(),
+        };
+        let g = self.layers.lock().write()?;
+        let started = Instant::now();
+        let mut st = self.load_layers_for_write(&g)?;
+        let layer = self.create_layer_locked(&g, &mut st, id, &options, blob)?;
+        drop(g);
+        Ok((
+            layer,
+            LayerCreateStats {
+                layers_lock_held: started.elapsed(),
+            },
+        ))
+    }
+
+    fn create_layer_locked(
+        &self,
+        g: &LockGuard,
+        st: &mut LayerState,
+        id: String,
+        options: &LayerOptions,
+        blob: Option<&mut dyn Read>,
+    ) -> Result<Layer> {
+        if st.layers.iter().any(|l| l.id == id) {
+            return Err(Error::IdInUse {
+                kind: RecordKind::Layer,
+                id,
+            });
+        }
+        let names = dedupe(options.names.clone());
+        for n in &names {
+            if let Some(owner) = st.layers.iter().find(|l| l.names.contains(n)) {
+                return Err(Error::NameInUse {
+                    kind: RecordKind::Layer,
+                    name: n.clone(),
+                    owner: owner.id.clone(),
+                });
+            }
+        }
+        let parent = match &options.parent {
+            Some(p) if !p.is_empty() => {
+                let i = find_index(&st.layers, p, RecordKind::Layer)?;
+                Some(st.layers[i].id.clone())
+            }
+            _ => None,
+        };
+        let mut record = Layer {
+            id: id.clone(),
+            names,
+            parent: parent.clone().unwrap_or_default(),
+            mount_label: options.mount_label.clone(),
+            created: GoTime::now_utc(),
+            uid_map: self.id_mappings.uid.clone(),
+            gid_map: self.id_mappings.gid.clone(),
+            ..Layer::default()
+        };
+        record
+            .flags
+            .insert(INCOMPLETE_FLAG.to_owned(), Value::Bool(true));
+        st.layers.push(record.clone());
+        self.save_layers(g, st)?;
+
+        match self.fill_layer(&mut record, parent.as_deref(), options, blob) {
+            Ok(()) => {
+                record.flags.remove(INCOMPLETE_FLAG);
+                if let Some(slot) = st.layers.iter_mut().find(|l| l.id == id) {
+                    *slot = record.clone();
+                }
+                match self.save_layers(g, st) {
+                    Ok(()) => Ok(record),
+                    Err(e) => {
+                        // The record on disk is still flagged incomplete; the next writer
+                        // (or we, right now) removes it.
+                        self.undo_layer(g, st, &id);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                self.undo_layer(g, st, &id);
+                Err(e)
+            }
+        }
+    }
+
+    fn undo_layer(&self, g: &LockGuard, st: &mut LayerState, id: &str) {
+        let _ = self.remove_layer_data(id);
+        st.layers.retain(|l| l.id != id);
+        let _ = self.save_layers(g, st);
+    }
+
+    fn tar_split_path(&self, id: &str) -> PathBuf {
+        self.layers_dir.join(format!("{id}.tar-split.gz"))
+    }
+
+    fn fill_layer(
+        &self,
+        record: &mut Layer,
+        parent: Option<&str>,
+        options: &LayerOptions,
+        blob: Option<&mut dyn Read>,
+    ) -> Result<()> {
+        self.driver.create(
+            &record.id,
+            parent,
+            &CreateOptions {
+                read_write: options.read_write,
+                id_mappings: self.id_mappings.clone(),
+            },
+        )?;
+        let Some(blob) = blob else {
+            return Ok(());
+        };
+        let target = self.tar_split_path(&record.id);
+        let temp = AtomicFile::create(&target)?;
+        let mut gz = flate2::write::GzEncoder::new(temp, flate2::Compression::fast());
+        let report = self.driver.apply_diff(
+            &record.id,
+            parent,
+            blob,
+            &mut gz,
+            &ApplyOptions {
+                id_mappings: self.id_mappings.clone(),
+                no_sync: options.no_sync,
+            },
+        )?;
+        let temp = gz
+            .finish()
+            .map_err(|e| io_err("compressing tar-split", &target, e))?;
+        temp.commit()?;
+        if let Some(expected) = &options.uncompressed_digest
+            && *expected != report.diff_digest
+        {
+            return Err(Error::DiffDigestMismatch {
+                id: record.id.clone(),
+                expected: expected.to_string(),
+                actual: report.diff_digest.to_string(),
+            });
+        }
+        record.compressed_digest = options
+            .compressed_digest
+            .as_ref()
+            .unwrap_or(&report.compressed_digest)
+            .to_string();
+        record.compressed_size = i64::try_from(report.compressed_size).unwrap_or(i64::MAX);
+        record.uncompressed_digest = report.diff_digest.to_string();
+        record.uncompressed_size = i64::try_from(report.diff_size).unwrap_or(i64::MAX);
+        record.compression = report.compression as i64;
+        record.uid_set = report.uids.into_iter().collect();
+        record.gid_set = report.gids.into_iter().collect();
+        Ok(())
+    }
+
+    /// Removes a layer's driver directory, tar-split file and big-data directory.
+    fn remove_layer_data(&self, id: &str) -> Result<()> {
+        if self.driver.exists(id) {
+            self.driver.remove(id)?;
+        }
+        remove_file_if_exists(&self.tar_split_path(id))?;
+        remove_dir_all_if_exists(&self.layers_dir.join(id))?;
+        Ok(())
+    }
+
+    /// Deletes a layer that no layer, image or container uses. It is unmounted first.
+    pub fn delete_layer(&self, key: &str) -> Result<()> {
+        let g = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&g)?;
+        let i = find_index(&st.layers, key, RecordKind::Layer)?;
+        let id = st.layers[i].id.clone();
+        let children: Vec<String> = st
+            .layers
+            .iter()
+            .filter(|l| l.parent == id)
+            .map(|l| l.id.clone())
+            .collect();
+        if !children.is_empty() {
+            return Err(Error::LayerHasChildren { id, children });
+        }
+        let mut users = Vec::new();
+        {
+            let ig = self.images.lock().read()?;
+            users.extend(
+                self.images
+                    .load(&ig)?
+                    .iter()
+                    .filter(|im| im.layer == id || im.mapped_layers.contains(&id))
+                    .map(|im| im.id.clone()),
+            );
+        }
+        {
+            let cg = self.containers.lock().read()?;
+            users.extend(
+                self.containers
+                    .load(&cg)?
+                    .iter()
+                    .filter(|c| c.layer == id)
+                    .map(|c| c.id.clone()),
+            );
+        }
+        if !users.is_empty() {
+            return Err(Error::LayerInUse { id, users });
+        }
+        self.delete_layer_locked(&g, &mut st, &id)
+    }
+
+    fn delete_layer_locked(&self, g: &LockGuard, st: &mut LayerState, id: &str) -> Result<()> {
+        // Unmount every reference first.
+        if let Some(m) = st.mounts.iter().find(|m| m.id == id && m.count > 0) {
+            let _ = m;
+            self.driver.unmount(id)?;
+            st.mounts.retain(|m| m.id != id);
+        }
+        let Some(slot) = st.layers.iter_mut().find(|l| l.id == id) else {
+            return Err(unknown(RecordKind::Layer, id));
+        };
+        slot.flags
+            .insert(INCOMPLETE_FLAG.to_owned(), Value::Bool(true));
+        self.save_layers(g, st)?;
+        self.remove_layer_data(id)?;
+        st.layers.retain(|l| l.id != id);
+        self.save_layers(g, st)
+    }
+
+    /// Writes the layer's original tar (rebuilt from its tar-split and its files) to `out`,
+    /// holding `layers.lock` for reading meanwhile. Returns the number of bytes written.
+    pub fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
+        let (_g, st) = self.load_layers_for_read()?;
+        let i = find_index(&st.layers, key, RecordKind::Layer)?;
+        let id = st.layers[i].id.clone();
+        let path = self.tar_split_path(&id);
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoTarSplit { id, path });
+            }
+            Err(e) => return Err(io_err("opening", &path, e)),
+        };
+        let dirs = self.driver.lookup_dirs(&id)?;
+        let reader = BufReader::new(flate2::read::GzDecoder::new(file));
+        reassemble(&dirs, reader, out).map_err(|reason| Error::Diff {
+            id: id.clone(),
+            reason,
+        })
+    }
+
+    // ----- mounts --------------------------------------------------------------------------
+
+    /// Mounts a container's layer (by container ID/name) or a layer (by layer ID/name) and
+    /// records the mount in `mountpoints.json`; a layer that is already mounted only gets its
+    /// count raised. Holds `storage.lock`, then `layers.lock`, then `mountpoints.lock`.
+    pub fn mount(&self, key: &str, options: &MountOptions) -> Result<PathBuf> {
+        let _sg = self.storage_lock.write()?;
+        let g = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&g)?;
+        let id = self.resolve_layer_or_container(&st, key)?;
+        let mounted = st
+            .mounts
+            .iter()
+            .find(|m| m.id == id && m.count > 0)
+            .map(|m| PathBuf::from(&m.path));
+        let path = match mounted {
+            Some(p) if self.still_mounted(&p) => p,
+            _ => {
+                let label = st
+                    .layers
+                    .iter()
+                    .find(|l| l.id == id)
+                    .map(|l| l.mount_label.clone());
+                let mut opts = options.clone();
+                if opts.mount_label.is_none() {
+                    opts.mount_label = label.filter(|l| !l.is_empty());
+                }
+                st.mounts.retain(|m| m.id != id);
+                self.driver.mount(&id, &opts)?
+            }
+        };
+        match st.mounts.iter_mut().find(|m| m.id == id) {
+            Some(m) => m.count += 1,
+            None => st.mounts.push(Mountpoint {
+                id: id.clone(),
+                path: path.to_string_lossy().into_owned(),
+                count: 1,
+            }),
+        }
+        self.save_mounts(&st)?;
+        Ok(path)
+    }
+
+    fn still_mounted(&self, path: &Path) -> bool {
+        if self.driver.name() == "vfs" {
+            return path.is_dir();
+        }
+        is_mount_point(path)
+    }
+
+    /// Drops one mount reference (all of them with `force`); the driver unmounts when the
+    /// count reaches 0. Returns whether the layer is still mounted.
+    pub fn unmount(&self, key: &str, force: bool) -> Result<bool> {
+        let g = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&g)?;
+        let id = self.resolve_layer_or_container(&st, key)?;
+        let Some(pos) = st.mounts.iter().position(|m| m.id == id && m.count > 0) else {
+            return Ok(false);
+        };
+        let still = if force || st.mounts[pos].count <= 1 {
+            self.driver.unmount(&id)?;
+            st.mounts.remove(pos);
+            false
+        } else {
+            st.mounts[pos].count -= 1;
+            true
+        };
+        self.save_mounts(&st)?;
+        Ok(still)
+    }
+
+    /// The mount count of a layer or container's layer.
+    pub fn mount_count(&self, key: &str) -> Result<i64> {
+        let (_g, st) = self.load_layers_for_read()?;
+        let id = self.resolve_layer_or_container(&st, key)?;
+        Ok(st.mounts.iter().find(|m| m.id == id).map_or(0, |m| m.count))
+    }
+
+    fn resolve_layer_or_container(&self, st: &LayerState, key: &str) -> Result<String> {
+        let cg = self.containers.lock().read()?;
+        let containers = self.containers.load(&cg)?;
+        if let Ok(i) = find_index(&containers, key, RecordKind::Container) {
+            return Ok(containers[i].layer.clone());
+        }
+        let i = find_index(&st.layers, key, RecordKind::Layer)?;
+        Ok(st.layers[i].id.clone())
+    }
+
+    // ----- images --------------------------------------------------------------------------
+
+    /// All images.
+    pub fn images(&self) -> Result<Vec<Image>> {
+        Ok((*self.load_images_for_read()?.1).clone())
+    }
+
+    /// An image by ID, name or unique ID prefix.
+    pub fn image(&self, key: &str) -> Result<Image> {
+        let (_g, images) = self.load_images_for_read()?;
+        let i = find_index(&images, key, RecordKind::Image)?;
+        Ok(images[i].clone())
+    }
+
+    /// Images whose `Digests` contain `digest`.
+    pub fn images_by_digest(&self, digest: &Digest) -> Result<Vec<Image>> {
+        let d = digest.to_string();
+        Ok(self
+            .images()?
+            .into_iter()
+            .filter(|im| im.digests().contains(&d))
+            .collect())
+    }
+
+    /// Creates an image record with its big data in one `images.json` save (holding
+    /// `layers.lock` for reading to check the top layer, then `images.lock` for writing). On
+    /// failure nothing is left behind.
+    pub fn create_image(&self, options: ImageOptions) -> Result<Image> {
+        let id = match &options.id {
+            Some(id) => {
+                validate_id(id, RecordKind::Image)?;
+                id.clone()
+            }
+            None => random_id(),
+        };
+        if !options.metadata.is_empty() {
+            validate_json_metadata(&id, &options.metadata)?;
+        }
+        let mut keys = BTreeSet::new();
+        for item in &options.big_data {
+            big_data_file_name(&item.key)?;
+            keys.insert(item.key.clone());
+        }
+        let (lg, lst) = self.load_layers_for_read()?;
+        let top = match &options.top_layer {
+            Some(t) if !t.is_empty() => {
+                let i = find_index(&lst.layers, t, RecordKind::Layer)?;
+                lst.layers[i].id.clone()
+            }
+            _ => String::new(),
+        };
+        let g = self.images.lock().write()?;
+        let mut images = self.load_images_for_write(&g)?;
+        if images.iter().any(|im| im.id == id) {
+            return Err(Error::IdInUse {
+                kind: RecordKind::Image,
+                id,
+            });
+        }
+        let names = dedupe(options.names.clone());
+        for n in &names {
+            if let Some(owner) = images.iter().find(|im| im.names.contains(n)) {
+                return Err(Error::NameInUse {
+                    kind: RecordKind::Image,
+                    name: n.clone(),
+                    owner: owner.id.clone(),
+                });
+            }
+        }
+        let mut image = Image {
+            id: id.clone(),
+            digest: options
+                .digest
+                .as_ref()
+                .map(Digest::to_string)
+                .unwrap_or_default(),
+            names,
+            layer: top,
+            metadata: options.metadata.clone(),
+            created: options.created.unwrap_or_else(GoTime::now_utc),
+            ..Image::default()
+        };
+        let dir = self.images_dir.join(&id);
+        let result = (|| -> Result<()> {
+            for item in &options.big_data {
+                self.write_big_data_file(&dir, &item.key, &item.data)?;
+                record_big_data(
+                    &mut image.big_data_names,
+                    &mut image.big_data_sizes,
+                    &mut image.big_data_digests,
+                    &item.key,
+                    &item.data,
+                    if is_manifest_key(&item.key) {
+                        item.digest.as_ref()
+                    } else {
+                        None
+                    },
+                );
+            }
+            self.check_image_digests(&mut image)?;
+            images.push(image.clone());
+            self.images.save(&g, images)?;
+            Ok(())
+        })();
+        drop(lg);
+        if let Err(e) = result {
+            let _ = remove_dir_all_if_exists(&dir);
+            return Err(e);
+        }
+        Ok(image)
+    }
+
+    fn write_big_data_file(&self, dir: &Path, key: &str, data: &[u8]) -> Result<()> {
+        let name = big_data_file_name(key)?;
+        mkdir_all(dir)?;
+        write_atomic(&dir.join(name), data)
+    }
+
+    /// Deletes an image (refused while containers use it). With `delete_layers`, its layer
+    /// chain is deleted too, from the top down to the first layer that another image, a
+    /// container or another child still needs (what `podman rmi` does). Returns the deleted
+    /// layer IDs.
+    pub fn delete_image(&self, key: &str, delete_layers: bool) -> Result<Vec<String>> {
+        let lg = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&lg)?;
+        let g = self.images.lock().write()?;
+        let mut images = self.load_images_for_write(&g)?;
+        let i = find_index(&images, key, RecordKind::Image)?;
+        let id = images[i].id.clone();
+        let cg = self.containers.lock().read()?;
+        let containers = self.containers.load(&cg)?;
+        let users: Vec<String> = containers
+            .iter()
+            .filter(|c| c.image == id)
+            .map(|c| c.id.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::ImageInUse {
+                id,
+                containers: users,
+            });
+        }
+        let image = images.remove(i);
+        self.images.save(&g, images.clone())?;
+        remove_dir_all_if_exists(&self.images_dir.join(&id))?;
+        let mut deleted = Vec::new();
+        if delete_layers {
+            let mut next = Some(image.layer.clone()).filter(|l| !l.is_empty());
+            while let Some(layer_id) = next {
+                let used_by_image = images
+                    .iter()
+                    .any(|im| im.layer == layer_id || im.mapped_layers.contains(&layer_id));
+                let used_by_container = containers.iter().any(|c| c.layer == layer_id);
+                let has_children = st.layers.iter().any(|l| l.parent == layer_id);
+                let Some(layer) = st.layers.iter().find(|l| l.id == layer_id).cloned() else {
+                    break;
+                };
+                if used_by_image || used_by_container || has_children {
+                    break;
+                }
+                self.delete_layer_locked(&lg, &mut st, &layer_id)?;
+                deleted.push(layer_id);
+                next = layer.parent_id().map(str::to_owned);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Changes an image's names (names move from other images in the same save) and updates
+    /// `names-history`.
+    pub fn update_image_names(&self, key: &str, names: &[String], op: NamesOp) -> Result<Image> {
+        let g = self.images.lock().write()?;
+        let mut images = self.load_images_for_write(&g)?;
+        let i = find_index(&images, key, RecordKind::Image)?;
+        apply_names(&mut images, i, names, op);
+        update_names_history(&mut images[i]);
+        let image = images[i].clone();
+        self.images.save(&g, images)?;
+        Ok(image)
+    }
+
+    /// Stores a big-data item for an image; for a manifest key, `digest` is the manifest
+    /// digest to record (sha256 of the bytes when `None`). Sizes, digests, names and the
+    /// image `digest` are updated as containers/storage does.
+    pub fn set_image_big_data(
+        &self,
+        key: &str,
+        item_key: &str,
+        data: &[u8],
+        digest: Option<&Digest>,
+    ) -> Result<()> {
+        big_data_file_name(item_key)?;
+        let g = self.images.lock().write()?;
+        let mut images = self.load_images_for_write(&g)?;
+        let i = find_index(&images, key, RecordKind::Image)?;
+        let dir = self.images_dir.join(&images[i].id);
+        self.write_big_data_file(&dir, item_key, data)?;
+        let img = &mut images[i];
+        record_big_data(
+            &mut img.big_data_names,
+            &mut img.big_data_sizes,
+            &mut img.big_data_digests,
+            item_key,
+            data,
+            if is_manifest_key(item_key) {
+                digest
+            } else {
+                None
+            },
+        );
+        self.check_image_digests(img)?;
+        self.images.save(&g, images)?;
+        Ok(())
+    }
+
+    /// Reads an image's big-data item.
+    pub fn image_big_data(&self, key: &str, item_key: &str) -> Result<Vec<u8>> {
+        let (_g, images) = self.load_images_for_read()?;
+        let i = find_index(&images, key, RecordKind::Image)?;
+        let img = &images[i];
+        if !img.big_data_names.iter().any(|k| k == item_key) {
+            return Err(Error::BigDataUnknown {
+                kind: RecordKind::Image,
+                id: img.id.clone(),
+                key: item_key.to_owned(),
+            });
+        }
+        let path = self
+            .images_dir
+            .join(&img.id)
+            .join(big_data_file_name(item_key)?);
+        fs::read(&path).map_err(|e| io_err("reading big data", &path, e))
+    }
+
+    /// Replaces an image's metadata (must be JSON when not empty).
+    pub fn set_image_metadata(&self, key: &str, metadata: &str) -> Result<()> {
+        let g = self.images.lock().write()?;
+        let mut images = self.load_images_for_write(&g)?;
+        let i = find_index(&images, key, RecordKind::Image)?;
+        if !metadata.is_empty() {
+            validate_json_metadata(&images[i].id, metadata)?;
+        }
+        images[i].metadata = metadata.to_owned();
+        self.images.save(&g, images)?;
+        Ok(())
+    }
+
+    // ----- containers ----------------------------------------------------------------------
+
+    /// All containers.
+    pub fn containers(&self) -> Result<Vec<Container>> {
+        Ok((*self.load_containers_for_read()?.1).clone())
+    }
+
+    /// A container by ID, name, unique ID prefix, or its layer's ID.
+    pub fn container(&self, key: &str) -> Result<Container> {
+        let (_g, containers) = self.load_containers_for_read()?;
+        match find_index(&containers, key, RecordKind::Container) {
+            Ok(i) => Ok(containers[i].clone()),
+            Err(Error::ContainerUnknown { .. }) => containers
+                .iter()
+                .find(|c| c.layer == key)
+                .cloned()
+                .ok_or_else(|| unknown(RecordKind::Container, key)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a container: a read-write layer on the image's top layer, the record (with
+    /// `MountLabel`/`ProcessLabel` flags) and its `userdata/` directories under the graph root
+    /// and the run root.
+    pub fn create_container(&self, options: ContainerOptions) -> Result<Container> {
+        let id = match &options.id {
+            Some(id) => {
+                validate_id(id, RecordKind::Container)?;
+                id.clone()
+            }
+            None => random_id(),
+        };
+        let lg = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&lg)?;
+        let (image_id, top_layer) = if options.image.is_empty() {
+            (String::new(), None)
+        } else {
+            let (_ig, images) = self.load_images_for_read()?;
+            let i = find_index(&images, &options.image, RecordKind::Image)?;
+            (
+                images[i].id.clone(),
+                Some(images[i].layer.clone()).filter(|l| !l.is_empty()),
+            )
+        };
+        let cg = self.containers.lock().write()?;
+        let mut containers = self.load_containers_for_write(&cg)?;
+        if containers.iter().any(|c| c.id == id) {
+            return Err(Error::IdInUse {
+                kind: RecordKind::Container,
+                id,
+            });
+        }
+        let names = dedupe(options.names.clone());
+        for n in &names {
+            if let Some(owner) = containers.iter().find(|c| c.names.contains(n)) {
+                return Err(Error::NameInUse {
+                    kind: RecordKind::Container,
+                    name: n.clone(),
+                    owner: owner.id.clone(),
+                });
+            }
+        }
+        let layer = self.create_layer_locked(
+            &lg,
+            &mut st,
+            random_id(),
+            &LayerOptions {
+                parent: top_layer,
+                names: options.layer_names.clone(),
+                mount_label: options.mount_label.clone(),
+                read_write: true,
+                ..LayerOptions::default()
+            },
+            None,
+        )?;
+        let mut flags = options.flags.clone();
+        flags.insert(
+            "MountLabel".into(),
+            Value::String(options.mount_label.clone()),
+        );
+        flags.insert(
+            "ProcessLabel".into(),
+            Value::String(options.process_label.clone()),
+        );
+        let container = Container {
+            id: id.clone(),
+            names,
+            image: image_id,
+            layer: layer.id.clone(),
+            metadata: options.metadata.clone(),
+            created: GoTime::now_utc(),
+            uid_map: self.id_mappings.uid.clone(),
+            gid_map: self.id_mappings.gid.clone(),
+            flags,
+            ..Container::default()
+        };
+        let result = (|| -> Result<()> {
+            containers.push(container.clone());
+            self.containers.save(&cg, containers)?;
+            mkdir_all(&self.containers_dir.join(&id).join("userdata"))?;
+            mkdir_all(&self.run_containers_dir.join(&id).join("userdata"))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = self.delete_layer_locked(&lg, &mut st, &layer.id);
+            return Err(e);
+        }
+        Ok(container)
+    }
+
+    /// Deletes a container: its record, its directories under the graph and run roots, and
+    /// its layer (unmounted first).
+    pub fn delete_container(&self, key: &str) -> Result<()> {
+        let lg = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&lg)?;
+        let cg = self.containers.lock().write()?;
+        let mut containers = self.load_containers_for_write(&cg)?;
+        let i = find_index(&containers, key, RecordKind::Container)?;
+        let c = containers.remove(i);
+        self.containers.save(&cg, containers)?;
+        remove_dir_all_if_exists(&self.containers_dir.join(&c.id))?;
+        remove_dir_all_if_exists(&self.run_containers_dir.join(&c.id))?;
+        if st.layers.iter().any(|l| l.id == c.layer) {
+            self.delete_layer_locked(&lg, &mut st, &c.layer)?;
+        }
+        Ok(())
+    }
+
+    /// Changes a container's names (names move from other containers in the same save).
+    pub fn update_container_names(
+        &self,
+        key: &str,
+        names: &[String],
+        op: NamesOp,
+    ) -> Result<Container> {
+        let g = self.containers.lock().write()?;
+        let mut containers = self.load_containers_for_write(&g)?;
+        let i = find_index(&containers, key, RecordKind::Container)?;
+        apply_names(&mut containers, i, names, op);
+        let c = containers[i].clone();
+        self.containers.save(&g, containers)?;
+        Ok(c)
+    }
+
+    /// Replaces a container's metadata.
+    pub fn set_container_metadata(&self, key: &str, metadata: &str) -> Result<()> {
+        let g = self.containers.lock().write()?;
+        let mut containers = self.load_containers_for_write(&g)?;
+        let i = find_index(&containers, key, RecordKind::Container)?;
+        containers[i].metadata = metadata.to_owned();
+        self.containers.save(&g, containers)?;
+        Ok(())
+    }
+
+    /// Stores a container big-data item (digest: sha256 of the bytes).
+    pub fn set_container_big_data(&self, key: &str, item_key: &str, data: &[u8]) -> Result<()> {
+        big_data_file_name(item_key)?;
+        let g = self.containers.lock().write()?;
+        let mut containers = self.load_containers_for_write(&g)?;
+        let i = find_index(&containers, key, RecordKind::Container)?;
+        let dir = self.containers_dir.join(&containers[i].id);
+        self.write_big_data_file(&dir, item_key, data)?;
+        let c = &mut containers[i];
+        record_big_data(
+            &mut c.big_data_names,
+            &mut c.big_data_sizes,
+            &mut c.big_data_digests,
+            item_key,
+            data,
+            None,
+        );
+        self.containers.save(&g, containers)?;
+        Ok(())
+    }
+
+    /// Reads a container big-data item.
+    pub fn container_big_data(&self, key: &str, item_key: &str) -> Result<Vec<u8>> {
+        let (_g, containers) = self.load_containers_for_read()?;
+        let i = find_index(&containers, key, RecordKind::Container)?;
+        let c = &containers[i];
+        if !c.big_data_names.iter().any(|k| k == item_key) {
+            return Err(Error::BigDataUnknown {
+                kind: RecordKind::Container,
+                id: c.id.clone(),
+                key: item_key.to_owned(),
+            });
+        }
+        let path = self
+            .containers_dir
+            .join(&c.id)
+            .join(big_data_file_name(item_key)?);
+        fs::read(&path).map_err(|e| io_err("reading big data", &path, e))
+    }
+
+    /// `<graphroot>/<driver>-containers/<id>/userdata`, created if missing.
+    pub fn container_directory(&self, key: &str) -> Result<PathBuf> {
+        let c = self.container(key)?;
+        let d = self.containers_dir.join(&c.id).join("userdata");
+        mkdir_all(&d)?;
+        Ok(d)
+    }
+
+    /// `<runroot>/<driver>-containers/<id>/userdata`, created if missing.
+    pub fn container_run_directory(&self, key: &str) -> Result<PathBuf> {
+        let c = self.container(key)?;
+        let d = self.run_containers_dir.join(&c.id).join("userdata");
+        mkdir_all(&d)?;
+        Ok(d)
+    }
+
+    /// Reads a records file's raw bytes (for diagnostics and tests).
+    pub fn raw_records_file(&self, kind: RecordKind) -> Result<Vec<u8>> {
+        read_or_empty(match kind {
+            RecordKind::Layer => self.layers.path(),
+            RecordKind::Image => self.images.path(),
+            RecordKind::Container => self.containers.path(),
+        })
+    }
+}
+
+fn duplicate_name<R: Named>(records: &[R]) -> Option<String> {
+    let mut seen = BTreeSet::new();
+    for r in records {
+        for n in r.names() {
+            if !seen.insert(n.as_str()) {
+                return Some(n.clone());
+            }
+        }
+    }
+    None
+}
+
+fn validate_json_metadata(id: &str, metadata: &str) -> Result<()> {
+    serde_json::from_str::<Value>(metadata)
+        .map(|_| ())
+        .map_err(|e| Error::InvalidMetadata {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+fn record_big_data(
+    names: &mut Vec<String>,
+    sizes: &mut BTreeMap<String, i64>,
+    digests: &mut BTreeMap<String, String>,
+    key: &str,
+    data: &[u8],
+    digest: Option<&Digest>,
+) {
+    let d = digest.cloned().unwrap_or_else(|| Digest::sha256_of(data));
+    sizes.insert(
+        key.to_owned(),
+        i64::try_from(data.len()).unwrap_or(i64::MAX),
+    );
+    digests.insert(key.to_owned(), d.to_string());
+    if !names.iter().any(|n| n == key) {
+        names.push(key.to_owned());
+    }
+}
+
+/// Whether `path` is a mount point according to /proc/self/mountinfo.
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Rebuilds a tar from tar-split lines through the layer crate's reassembler.
+fn reassemble(
+    dirs: &[PathBuf],
+    tar_split: impl std::io::BufRead,
+    out: &mut dyn Write,
+) -> std::result::Result<u64, String> {
+    let _ = (dirs, tar_split, out);
+    Err("the layer crate does not export tar_split::reassemble yet".to_owned())
+}
