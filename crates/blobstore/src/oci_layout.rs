@@ -233,11 +233,10 @@ impl OciLayout {
             fs::create_dir_all(&blobs_dir)
                 .map_err(|e| BlobError::io("create directory", &blobs_dir, e))?;
             // index.json first: a directory with an oci-layout file is a complete layout.
-            if !dir.join(INDEX_FILE).exists() {
-                write_atomically(&dir, INDEX_FILE, &index_bytes)?;
-            }
+            // Neither replaces a file a concurrent creator put there first.
+            write_atomically(&dir, INDEX_FILE, &index_bytes, Replace::No)?;
             let marker = format!("{{\"imageLayoutVersion\":\"{IMAGE_LAYOUT_VERSION}\"}}");
-            write_atomically(&dir, OCI_LAYOUT_FILE, marker.as_bytes())?;
+            write_atomically(&dir, OCI_LAYOUT_FILE, marker.as_bytes(), Replace::No)?;
         }
         OciLayout::open(dir)
     }
@@ -405,7 +404,7 @@ impl OciLayout {
             path: self.dir.join(INDEX_FILE),
             source: e,
         })?;
-        write_atomically(&self.dir, INDEX_FILE, &bytes)?;
+        write_atomically(&self.dir, INDEX_FILE, &bytes, Replace::Yes)?;
         drop(guard);
         Ok(())
     }
@@ -452,8 +451,21 @@ fn read_file(path: &Path) -> Result<Vec<u8>, BlobError> {
     })
 }
 
-/// Writes `dir/name` by a synced temporary file renamed over it, then syncs `dir`.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), BlobError> {
+/// Whether [`write_atomically`] may replace an existing file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    Yes,
+    No,
+}
+
+/// Writes `dir/name` by a synced temporary file renamed over it (or, with [`Replace::No`],
+/// hard-linked into place only if nothing is there yet), then syncs `dir`.
+fn write_atomically(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    replace: Replace,
+) -> Result<(), BlobError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let temp = dir.join(format!(
         ".{name}.{}.{}.tmp",
@@ -471,7 +483,19 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), BlobErro
         rustix::fs::fdatasync(&file).map_err(|e| BlobError::io("fdatasync", &temp, e.into()))?;
         drop(file);
         let target = dir.join(name);
-        fs::rename(&temp, &target).map_err(|e| BlobError::io("rename", &temp, e))?;
+        match replace {
+            Replace::Yes => {
+                fs::rename(&temp, &target).map_err(|e| BlobError::io("rename", &temp, e))?
+            }
+            Replace::No => {
+                match fs::hard_link(&temp, &target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(BlobError::io("link", &target, e)),
+                }
+                fs::remove_file(&temp).map_err(|e| BlobError::io("remove", &temp, e))?;
+            }
+        }
         let dir_handle = File::open(dir).map_err(|e| BlobError::io("open", dir, e))?;
         rustix::fs::fsync(&dir_handle).map_err(|e| BlobError::io("fsync", dir, e.into()))
     })();

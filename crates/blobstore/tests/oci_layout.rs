@@ -379,3 +379,49 @@ fn skopeo_interop() {
         copied.read_blob(layer, MIB4).unwrap();
     }
 }
+
+/// Concurrent `add_manifest` calls (each its own open file description of `oci-layout`, as
+/// separate processes would have) serialise: no entry is lost.
+#[test]
+fn concurrent_add_manifest_loses_nothing() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 25;
+    let dir = tempdir();
+    let layout = OciLayout::create(dir.path()).unwrap();
+    let blob = layout.blobs().put_bytes(b"{}").unwrap();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (layout, start, blob) = (layout.clone(), start.clone(), blob.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..PER_THREAD {
+                    // Same digest, distinct names: every call appends one entry.
+                    let descriptor = descriptor_for(&blob, MediaType::ImageManifest).unwrap();
+                    layout
+                        .add_manifest(descriptor, Some(&format!("t{t}-{i}")))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(
+        layout.index().unwrap().manifests().len(),
+        THREADS * PER_THREAD
+    );
+    for t in 0..THREADS {
+        for i in 0..PER_THREAD {
+            layout.resolve(&format!("t{t}-{i}")).unwrap();
+        }
+    }
+    // No temporary files left beside index.json.
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
