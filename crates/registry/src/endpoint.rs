@@ -1,0 +1,226 @@
+//! Pull sources and the client factory: [`ImageLocation`] (registry, repository, tag or digest),
+//! [`PullSource`] (one mirror or the primary, with its insecure/blocked flags), and
+//! [`Registries`], which builds per-endpoint clients (certs.d TLS, credentials from auth files,
+//! a request semaphore shared per registry host) and tries mirrors in order, then the primary.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use crate::auth::Credentials;
+use crate::client::{
+    ClientOptions, EndpointConfig, Manifest, ManifestTarget, RegistryClient, validate_registry,
+    validate_repository,
+};
+use crate::credentials::AuthFiles;
+use crate::error::{RegistryError, Result};
+use crate::tls::CertDirs;
+
+/// Where an image lives on one registry: what a physical reference names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageLocation {
+    /// `host[:port]` as written in references (`docker.io`, `127.0.0.1:5000`).
+    pub registry: String,
+    /// Repository path without the registry (`library/busybox`).
+    pub repository: String,
+    /// Tag or digest.
+    pub target: ManifestTarget,
+}
+
+impl ImageLocation {
+    /// Builds a location, validating registry and repository.
+    pub fn new(registry: &str, repository: &str, target: ManifestTarget) -> Result<ImageLocation> {
+        validate_registry(registry)?;
+        validate_repository(repository)?;
+        Ok(ImageLocation {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            target,
+        })
+    }
+
+    /// `registry/repository`, the key used for credential lookup.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+impl fmt::Display for ImageLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            ManifestTarget::Tag(t) => write!(f, "{}/{}:{t}", self.registry, self.repository),
+            ManifestTarget::Digest(d) => write!(f, "{}/{}@{d}", self.registry, self.repository),
+        }
+    }
+}
+
+/// One place to pull from: a mirror or the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSource {
+    /// The physical location on this endpoint.
+    pub location: ImageLocation,
+    /// Skip TLS verification and allow the plain-HTTP fallback.
+    pub insecure: bool,
+    /// Blocked in registries.conf: skipped.
+    pub blocked: bool,
+    /// Whether this is a mirror (for logs and error texts).
+    pub is_mirror: bool,
+}
+
+impl PullSource {
+    /// The primary source for `location` (secure, not blocked).
+    pub fn primary(location: ImageLocation) -> PullSource {
+        PullSource {
+            location,
+            insecure: false,
+            blocked: false,
+            is_mirror: false,
+        }
+    }
+}
+
+/// Configuration of a [`Registries`] factory.
+#[derive(Debug, Clone, Default)]
+pub struct RegistriesConfig {
+    /// Client tunables.
+    pub options: ClientOptions,
+    /// Where certs.d directories are.
+    pub cert_dirs: CertDirs,
+    /// Auth files to search.
+    pub auth_files: AuthFiles,
+    /// Explicit credentials for one registry host (CRI `AuthConfig`): used as-is for that host,
+    /// never sent to other hosts (mirrors look theirs up in the auth files).
+    pub explicit_credentials: Option<(String, Credentials)>,
+}
+
+/// Builds registry clients and resolves pull sources.
+#[derive(Debug)]
+pub struct Registries {
+    config: RegistriesConfig,
+    semaphores: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// The endpoint whose manifest GET succeeded first: use its client for everything else.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The client for the chosen endpoint.
+    pub client: Arc<RegistryClient>,
+    /// The chosen source.
+    pub source: PullSource,
+    /// The manifest it served for the source's target.
+    pub manifest: Manifest,
+}
+
+impl Registries {
+    /// A factory with this configuration.
+    pub fn new(config: RegistriesConfig) -> Registries {
+        Registries {
+            config,
+            semaphores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RegistriesConfig {
+        &self.config
+    }
+
+    fn semaphore(&self, registry: &str) -> Arc<Semaphore> {
+        let n = self.config.options.max_concurrent_requests.max(1);
+        match self.semaphores.lock() {
+            Ok(mut map) => Arc::clone(
+                map.entry(registry.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(n))),
+            ),
+            Err(_) => Arc::new(Semaphore::new(n)),
+        }
+    }
+
+    /// A client for `location`'s registry: TLS from certs.d, credentials for `location.name()`
+    /// (explicit ones only on their own host), the registry's shared request semaphore.
+    pub async fn client_for(
+        &self,
+        location: &ImageLocation,
+        insecure: bool,
+    ) -> Result<RegistryClient> {
+        let tls = self.config.cert_dirs.load(&location.registry)?;
+        let credentials = match &self.config.explicit_credentials {
+            Some((host, creds)) if host == &location.registry => Some(creds.clone()),
+            _ => {
+                let files = self.config.auth_files.clone();
+                let key = location.name();
+                // Auth files and credential helpers are blocking I/O.
+                tokio::task::spawn_blocking(move || files.lookup(&key))
+                    .await
+                    .map_err(|e| RegistryError::Credentials {
+                        key: location.name(),
+                        message: format!("lookup task failed: {e}"),
+                    })??
+            }
+        };
+        RegistryClient::with_semaphore(
+            EndpointConfig {
+                registry: location.registry.clone(),
+                insecure,
+                credentials,
+                tls,
+            },
+            self.config.options.clone(),
+            self.semaphore(&location.registry),
+        )
+    }
+
+    /// Tries `sources` in order (mirrors, then the primary; blocked ones skipped): the first
+    /// whose manifest GET succeeds wins. With one source its error is returned unchanged;
+    /// with several, [`RegistryError::AllSourcesFailed`] lists every attempt.
+    pub async fn resolve(&self, sources: &[PullSource]) -> Result<Resolved> {
+        let mut failures: Vec<(String, RegistryError)> = Vec::new();
+        for source in sources {
+            let name = source.location.to_string();
+            if source.blocked {
+                failures.push((
+                    name,
+                    RegistryError::Blocked {
+                        registry: source.location.registry.clone(),
+                    },
+                ));
+                continue;
+            }
+            tracing::info!("Trying to access {name:?}");
+            let attempt = async {
+                let client = self.client_for(&source.location, source.insecure).await?;
+                let manifest = client
+                    .get_manifest(&source.location.repository, &source.location.target)
+                    .await?;
+                Ok::<_, RegistryError>((client, manifest))
+            };
+            match attempt.await {
+                Ok((client, manifest)) => {
+                    return Ok(Resolved {
+                        client: Arc::new(client),
+                        source: source.clone(),
+                        manifest,
+                    });
+                }
+                Err(e) => failures.push((name, e)),
+            }
+        }
+        let Some((primary, error)) = failures.pop() else {
+            return Err(RegistryError::InvalidInput {
+                what: "pull sources",
+                input: String::new(),
+                reason: "no source to pull from".to_owned(),
+            });
+        };
+        if failures.is_empty() {
+            return Err(error);
+        }
+        Err(RegistryError::AllSourcesFailed {
+            mirrors: failures,
+            primary,
+            error: Box::new(error),
+        })
+    }
+}
