@@ -118,6 +118,43 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// Applying a layer diff failed (bad or hostile tar, I/O); names the layer, and the
+    /// source names the entry.
+    #[error("applying the diff of layer {id}: {source}")]
+    Apply {
+        /// Layer ID.
+        id: String,
+        /// What went wrong, naming the tar entry.
+        #[source]
+        source: crate::apply::ApplyError,
+    },
+    /// A layer ID that cannot name a directory (empty, `.`, `..`, containing `/` or NUL).
+    #[error("invalid layer ID {id:?}")]
+    InvalidId {
+        /// The ID given.
+        id: String,
+    },
+    /// A request the driver refuses (unsupported mount options, too many lower layers...).
+    #[error("layer {id}: {reason}")]
+    Invalid {
+        /// Layer ID.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The mount system call(s) failed.
+    #[error("mounting layer {id} on {target}: {source} (options {data})")]
+    Mount {
+        /// Layer ID.
+        id: String,
+        /// Mount point.
+        target: PathBuf,
+        /// The overlay mount data that was passed.
+        data: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A storage backend: creates layer directories, applies diffs into them, mounts and removes
@@ -128,8 +165,12 @@ pub trait Driver: Send + Sync {
     /// The driver's home directory (`<graphroot>/overlay`, `<graphroot>/vfs`).
     fn home(&self) -> &Path;
     /// Creates an empty layer on top of `parent`.
-    fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOptions)
-    -> Result<(), DriverError>;
+    fn create(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &CreateOptions,
+    ) -> Result<(), DriverError>;
     /// Streams a (possibly compressed) layer tar into the layer, writing containers/storage's
     /// tar-split JSON lines (uncompressed) into `tar_split`.
     fn apply_diff(
