@@ -501,6 +501,18 @@ impl RegistriesConfig {
         Ok(config)
     }
 
+    /// Reads exactly one main file (v1 or v2): no drop-ins, no alias cache. A missing file is
+    /// an error. Handy for tests and for callers that manage their own configuration.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<RegistriesConfig, RegistriesConfError> {
+        let path = path.as_ref();
+        match read_optional(path)? {
+            Some(text) => RegistriesConfig::parse(&text, path),
+            None => Err(RegistriesConfError::NotFound {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
     /// Parses one main file's text (v1 or v2); `origin` names it in errors.
     pub fn parse(
         text: &str,

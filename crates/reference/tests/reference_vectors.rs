@@ -745,6 +745,9 @@ fn normalized_vectors() -> Vec<(&'static str, Want)> {
         ),
         // More errors: each rule.
         ("foo_bar.com/x", E(K::InvalidFormat)),
+        ("a___b", E(K::InvalidFormat)),
+        ("a_-b/c", E(K::InvalidFormat)),
+        ("a/b.-c", E(K::InvalidFormat)),
         ("-a.com/x", E(K::InvalidFormat)),
         ("a-.com/x", E(K::InvalidFormat)),
         ("example.com:/foo", E(K::InvalidFormat)),
@@ -786,6 +789,9 @@ fn normalized_vectors() -> Vec<(&'static str, Want)> {
         ("::::", E(K::InvalidFormat)),
         ("localhost:5000/", E(K::InvalidFormat)),
         ("{A300}", E(K::NameTooLong)),
+        // 256 characters, one over the limit (the 255-character rows above pass).
+        ("example.com/{A243}a", E(K::NameTooLong)),
+        ("{a/x122}ab", E(K::NameTooLong)),
         ("example.com/foo:ta g", E(K::InvalidFormat)),
         ("example.com/foo:t\u{e4}g", E(K::InvalidFormat)),
     ]

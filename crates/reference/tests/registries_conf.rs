@@ -820,6 +820,16 @@ fn file_discovery_rules() {
         "{e:?}"
     );
 
+    // from_file reads that file only (no drop-ins), and refuses a missing one.
+    let only = RegistriesConfig::from_file(root.join("etc/registries.conf")).unwrap();
+    assert_eq!(only.search_registries(), ["system.io"]);
+    assert!(only.alias("sys").is_none());
+    assert_eq!(only.files(), [root.join("etc/registries.conf")]);
+    assert!(matches!(
+        RegistriesConfig::from_file(root.join("missing.conf")),
+        Err(RegistriesConfError::NotFound { .. })
+    ));
+
     // No files at all: empty configuration, no error.
     let empty = RegistriesConfig::load(&options(&root.join("nothing"))).unwrap();
     assert_eq!(empty, RegistriesConfig::empty());
