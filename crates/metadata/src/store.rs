@@ -837,6 +837,26 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a layer's metadata string.
+    pub fn set_layer_metadata(&self, key: &str, metadata: &str) -> Result<()> {
+        let g = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&g)?;
+        let i = find_index(&st.layers, key, RecordKind::Layer)?;
+        st.layers[i].metadata = metadata.to_owned();
+        self.save_layers(&g, &st)
+    }
+
+    /// Changes a layer's names (names move from other layers in the same save).
+    pub fn update_layer_names(&self, key: &str, names: &[String], op: NamesOp) -> Result<Layer> {
+        let g = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&g)?;
+        let i = find_index(&st.layers, key, RecordKind::Layer)?;
+        apply_names(&mut st.layers, i, names, op);
+        let layer = st.layers[i].clone();
+        self.save_layers(&g, &st)?;
+        Ok(layer)
+    }
+
     /// Deletes a layer that no layer, image or container uses. It is unmounted first.
     pub fn delete_layer(&self, key: &str) -> Result<()> {
         let g = self.layers.lock().write()?;

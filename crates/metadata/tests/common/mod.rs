@@ -1,0 +1,370 @@
+//! Shared helpers for the metadata integration tests: a tiny deterministic OCI layout, the real
+//! tools (skipped with a printed reason when absent), and a directory-only test driver.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use podstore_layer::{ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError, MountOptions};
+use podstore_metadata::{Store, StoreOptions};
+use podstore_reference::Digest;
+
+/// Whether a tool is on PATH; prints the skip reason when it is not.
+pub fn have(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        eprintln!("SKIP: {tool} is not installed");
+    }
+    found
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn run_stdout(cmd: &mut Command) -> String {
+    String::from_utf8(run(cmd).stdout).unwrap()
+}
+
+/// A scratch store directory on /dev/shm (or on disk), cleaned up (after `shutdown`) on drop.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub driver: &'static str,
+}
+
+impl Scratch {
+    pub fn new(driver: &'static str) -> Scratch {
+        Scratch::new_in("/dev/shm", driver)
+    }
+    pub fn new_in(base: &str, driver: &'static str) -> Scratch {
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("podstore-meta-")
+                .tempdir_in(base)
+                .unwrap(),
+            driver,
+        }
+    }
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn run_root(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions::new(self.root(), self.run_root(), self.driver)
+    }
+    pub fn cs(&self) -> Command {
+        let mut c = Command::new("containers-storage");
+        c.arg("--graph")
+            .arg(self.root())
+            .arg("--run")
+            .arg(self.run_root());
+        c.arg("--storage-driver").arg(self.driver);
+        c
+    }
+    pub fn podman(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--runroot")
+            .arg(self.run_root());
+        c.arg("--tmpdir").arg(self.dir.path().join("tmp"));
+        c.arg("--storage-driver").arg(self.driver);
+        c.args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"]);
+        c
+    }
+    pub fn store_ref(&self, name: &str) -> String {
+        format!(
+            "containers-storage:[{}@{}+{}]{}",
+            self.driver,
+            self.root().display(),
+            self.run_root().display(),
+            name
+        )
+    }
+    pub fn open(&self) -> Store {
+        open_store(&self.options())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.driver == "overlay" {
+            let home = self.root().join("overlay");
+            // Drop overlay's self bind-mount and any layer mounts left by the tools.
+            let _ = Command::new("containers-storage")
+                .arg("--graph")
+                .arg(self.root())
+                .arg("--run")
+                .arg(self.run_root())
+                .args(["--storage-driver", "overlay", "shutdown"])
+                .output();
+            if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+                let mut mps: Vec<&str> = info
+                    .lines()
+                    .filter_map(|l| l.split(' ').nth(4))
+                    .filter(|m| m.starts_with(&*self.dir.path().to_string_lossy()))
+                    .collect();
+                mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+                for m in mps {
+                    let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+                }
+            }
+            let _ = rustix::mount::unmount(&home, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+/// Opens a store with the driver this crate's tests use.
+pub fn open_store(options: &StoreOptions) -> Store {
+    Store::open_with_driver(
+        options,
+        test_driver(&options.driver_name, &options.graph_root),
+    )
+    .unwrap()
+}
+
+pub fn test_driver(name: &str, graph_root: &Path) -> Arc<dyn Driver> {
+    Arc::new(DirDriver::new(name, graph_root))
+}
+
+/// A directory-only driver for record tests: create/remove/exists/mount are plain
+/// directories laid out like vfs (`<home>/dir/<id>`); applying diffs is not supported.
+pub struct DirDriver {
+    name: &'static str,
+    home: PathBuf,
+}
+
+impl DirDriver {
+    pub fn new(name: &str, graph_root: &Path) -> DirDriver {
+        let name: &'static str = if name == "overlay" { "overlay" } else { "vfs" };
+        DirDriver {
+            name,
+            home: graph_root.join(name),
+        }
+    }
+    fn dir(&self, id: &str) -> PathBuf {
+        self.home.join("dir").join(id)
+    }
+    fn io(op: &'static str, path: &Path, e: std::io::Error) -> DriverError {
+        DriverError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+impl Driver for DirDriver {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn home(&self) -> &Path {
+        &self.home
+    }
+    fn create(
+        &self,
+        id: &str,
+        _parent: Option<&str>,
+        _opts: &CreateOptions,
+    ) -> Result<(), DriverError> {
+        let d = self.dir(id);
+        std::fs::create_dir_all(&d).map_err(|e| Self::io("mkdir", &d, e))
+    }
+    fn apply_diff(
+        &self,
+        id: &str,
+        _parent: Option<&str>,
+        _blob: &mut dyn Read,
+        _tar_split: &mut dyn Write,
+        _opts: &ApplyOptions,
+    ) -> Result<ApplyReport, DriverError> {
+        Err(DriverError::NotFound {
+            id: id.to_owned(),
+            driver: "test-dir (apply not supported)",
+        })
+    }
+    fn mount(&self, id: &str, _opts: &MountOptions) -> Result<PathBuf, DriverError> {
+        Ok(self.dir(id))
+    }
+    fn unmount(&self, _id: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
+    fn remove(&self, id: &str) -> Result<(), DriverError> {
+        let d = self.dir(id);
+        match std::fs::remove_dir_all(&d) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io("rm", &d, e)),
+        }
+    }
+    fn exists(&self, id: &str) -> bool {
+        self.dir(id).is_dir()
+    }
+    fn size(&self, _id: &str) -> Result<u64, DriverError> {
+        Ok(0)
+    }
+    fn lookup_dirs(&self, id: &str) -> Result<Vec<PathBuf>, DriverError> {
+        Ok(vec![self.dir(id)])
+    }
+}
+
+/// One layer of the test image.
+pub struct TestLayer {
+    pub tar: Vec<u8>,
+    pub gz: Vec<u8>,
+    pub diff_id: Digest,
+    pub blob: Digest,
+}
+
+/// A tiny deterministic OCI image, written as an OCI layout.
+pub struct TestImage {
+    pub layers: Vec<TestLayer>,
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+}
+
+impl TestImage {
+    /// Image ID as containers/image computes it (config digest hex).
+    pub fn id(&self) -> String {
+        self.config_digest.hex().to_owned()
+    }
+    /// Layer IDs as containers/image computes them.
+    pub fn layer_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for l in &self.layers {
+            let id = match ids.last() {
+                None => l.diff_id.hex().to_owned(),
+                Some(p) => Digest::sha256_of(format!("{p}+{}", l.diff_id.hex()).as_bytes())
+                    .hex()
+                    .to_owned(),
+            };
+            ids.push(id);
+        }
+        ids
+    }
+}
+
+fn make_tar(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data, uid) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(u64::from(*uid));
+        h.set_gid(u64::from(*uid));
+        h.set_mtime(1_700_000_000);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Builds the test image; `tag_seed` changes the content so several distinct images exist.
+pub fn test_image(seed: &str) -> TestImage {
+    let l1 = make_tar(&[("etc/hello", format!("hello {seed}\n").as_bytes(), 0)]);
+    let l2 = make_tar(&[("data/x", b"xx", 1000), ("data/y", seed.as_bytes(), 0)]);
+    let layers: Vec<TestLayer> = [l1, l2]
+        .into_iter()
+        .map(|tar| {
+            let gz = gzip(&tar);
+            TestLayer {
+                diff_id: Digest::sha256_of(&tar),
+                blob: Digest::sha256_of(&gz),
+                tar,
+                gz,
+            }
+        })
+        .collect();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["sh"]}},"created":"2023-11-14T22:13:20Z","rootfs":{{"type":"layers","diff_ids":["{}","{}"]}}}}"#,
+        layers[0].diff_id, layers[1].diff_id
+    )
+    .into_bytes();
+    let config_digest = Digest::sha256_of(&config);
+    let layer_descs: Vec<String> = layers
+        .iter()
+        .map(|l| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}"#,
+                l.blob,
+                l.gz.len()
+            )
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+        config_digest,
+        config.len(),
+        layer_descs.join(",")
+    )
+    .into_bytes();
+    let manifest_digest = Digest::sha256_of(&manifest);
+    TestImage {
+        layers,
+        config,
+        config_digest,
+        manifest,
+        manifest_digest,
+    }
+}
+
+/// Writes images into an OCI layout at `dir`, tagged with the given tags.
+pub fn write_oci_layout(dir: &Path, images: &[(&str, &TestImage)]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |d: &Digest, data: &[u8]| std::fs::write(blobs.join(d.hex()), data).unwrap();
+    let mut manifests = Vec::new();
+    for (tag, img) in images {
+        for l in &img.layers {
+            put(&l.blob, &l.gz);
+        }
+        put(&img.config_digest, &img.config);
+        put(&img.manifest_digest, &img.manifest);
+        manifests.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"{}"}}}}"#,
+            img.manifest_digest,
+            img.manifest.len(),
+            tag
+        ));
+    }
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+            manifests.join(",")
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// `containers-storage <args> -j`-style JSON output parsed.
+pub fn cs_json(scratch: &Scratch, args: &[&str]) -> serde_json::Value {
+    let out = run_stdout(scratch.cs().args(args));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("parsing {args:?} output {out:?}: {e}"))
+}

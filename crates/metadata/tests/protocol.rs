@@ -1,0 +1,446 @@
+//! The store's safety protocol without the peer tools: garbage records are typed errors and
+//! are never overwritten, JSON files are never observed half-written, a reader in another
+//! process sees a write immediately (token protocol), and the lock files exclude other
+//! processes' fcntl locks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use common::{Scratch, have};
+use podstore_metadata::lockfile::LockFile;
+use podstore_metadata::{ContainerOptions, Error, ImageOptions, NamesOp, RecordKind};
+
+#[test]
+fn garbage_records_are_typed_errors_and_left_untouched() {
+    for file in [
+        "vfs-layers/layers.json",
+        "vfs-images/images.json",
+        "vfs-containers/containers.json",
+    ] {
+        for garbage in [
+            &b"[{\"id\":\"a\","[..],
+            b"\x00\x01garbage",
+            b"{\"id\":\"x\"}",
+            b"[{\"id\":1}]",
+        ] {
+            let s = Scratch::new("vfs");
+            drop(s.open());
+            let path = s.root().join(file);
+            fs::write(&path, garbage).unwrap();
+            let err = podstore_metadata::Store::open_with_driver(
+                &s.options(),
+                common::test_driver("vfs", &s.root()),
+            )
+            .unwrap_err();
+            match err {
+                Error::Corrupt { path: p, .. } => assert_eq!(p, path),
+                other => panic!("{file}: expected Corrupt, got {other}"),
+            }
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                garbage,
+                "{file} must not be overwritten"
+            );
+        }
+    }
+}
+
+#[test]
+fn invalid_manifest_digest_is_fatal_like_podman() {
+    let s = Scratch::new("vfs");
+    drop(s.open());
+    let path = s.root().join("vfs-images/images.json");
+    fs::write(
+        &path,
+        r#"[{"id":"i","big-data-names":["manifest"],"big-data-digests":{"manifest":"sha256:XYZ"},"created":"2024-01-01T00:00:00Z"}]"#,
+    )
+    .unwrap();
+    let err = podstore_metadata::Store::open_with_driver(
+        &s.options(),
+        common::test_driver("vfs", &s.root()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn lookups_and_typed_errors() {
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    let mk = |id: &str, name: &str| {
+        store
+            .create_image(ImageOptions {
+                id: Some(id.to_owned()),
+                names: vec![name.to_owned()],
+                metadata: "{}".into(),
+                ..ImageOptions::default()
+            })
+            .unwrap()
+    };
+    mk(&format!("abc1{}", "0".repeat(60)), "one");
+    mk(&format!("abc2{}", "0".repeat(60)), "two");
+    assert_eq!(
+        store.image("one").unwrap().id,
+        format!("abc1{}", "0".repeat(60))
+    );
+    assert_eq!(store.image("abc2").unwrap().names, vec!["two"]);
+    assert!(matches!(
+        store.image("abc"),
+        Err(Error::AmbiguousPrefix {
+            kind: RecordKind::Image,
+            ..
+        })
+    ));
+    match store.image("nope") {
+        Err(e @ Error::ImageUnknown { .. }) => assert!(e.to_string().contains("nope")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.create_image(ImageOptions {
+            id: Some(format!("abc1{}", "0".repeat(60))),
+            ..ImageOptions::default()
+        }),
+        Err(Error::IdInUse { .. })
+    ));
+    assert!(matches!(
+        store.create_image(ImageOptions {
+            names: vec!["one".into()],
+            ..ImageOptions::default()
+        }),
+        Err(Error::NameInUse { .. })
+    ));
+    assert!(matches!(
+        store.create_image(ImageOptions {
+            id: Some("a b".into()),
+            ..ImageOptions::default()
+        }),
+        Err(Error::InvalidId { .. })
+    ));
+    assert!(matches!(
+        store.create_image(ImageOptions {
+            metadata: "not json".into(),
+            ..ImageOptions::default()
+        }),
+        Err(Error::InvalidMetadata { .. })
+    ));
+    assert!(matches!(
+        store.create_image(ImageOptions {
+            top_layer: Some("missing".into()),
+            ..ImageOptions::default()
+        }),
+        Err(Error::LayerUnknown { .. })
+    ));
+    assert!(matches!(
+        store.container("x"),
+        Err(Error::ContainerUnknown { .. })
+    ));
+    assert!(matches!(store.layer("x"), Err(Error::LayerUnknown { .. })));
+    assert!(matches!(
+        store.create_container(ContainerOptions {
+            image: "nope".into(),
+            ..ContainerOptions::default()
+        }),
+        Err(Error::ImageUnknown { .. })
+    ));
+    assert!(matches!(
+        store.image_big_data("one", "manifest"),
+        Err(Error::BigDataUnknown { .. })
+    ));
+    assert!(matches!(
+        store.set_image_big_data("one", "", b"x", None),
+        Err(Error::InvalidBigDataKey { .. })
+    ));
+    // Nothing failed left a trace: only the two images exist.
+    assert_eq!(store.images().unwrap().len(), 2);
+    let dirs = fs::read_dir(s.root().join("vfs-images")).unwrap().count();
+    assert_eq!(
+        dirs, 2,
+        "images.json, images.lock and no image directories (no big data yet)"
+    );
+}
+
+#[test]
+fn big_data_sizes_digests_and_image_digest() {
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    let img = store
+        .create_image(ImageOptions {
+            metadata: "{}".into(),
+            ..ImageOptions::default()
+        })
+        .unwrap();
+    assert_eq!(img.digest, "");
+    let list_digest = podstore_reference::Digest::sha256_of(b"list");
+    store
+        .set_image_big_data(&img.id, "sha256:conf", b"config", None)
+        .unwrap();
+    store
+        .set_image_big_data(
+            &img.id,
+            &format!("manifest-{list_digest}"),
+            b"list",
+            Some(&list_digest),
+        )
+        .unwrap();
+    store
+        .set_image_big_data(&img.id, "manifest", b"inst", None)
+        .unwrap();
+    let rec = store.image(&img.id).unwrap();
+    assert_eq!(
+        rec.digest,
+        list_digest.to_string(),
+        "first manifest item becomes the digest"
+    );
+    assert_eq!(rec.big_data_sizes["sha256:conf"], 6);
+    assert_eq!(
+        rec.big_data_digests["manifest"],
+        podstore_reference::Digest::sha256_of(b"inst").to_string()
+    );
+    assert_eq!(rec.digests().len(), 2);
+    assert_eq!(store.image_big_data(&img.id, "manifest").unwrap(), b"inst");
+    let file = s
+        .root()
+        .join(format!("vfs-images/{}/=c2hhMjU2OmNvbmY=", img.id));
+    assert_eq!(fs::read(file).unwrap(), b"config");
+    assert_eq!(store.images_by_digest(&list_digest).unwrap().len(), 1);
+}
+
+#[test]
+fn names_history_matches_containers_storage_rules() {
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    let i1 = store
+        .create_image(ImageOptions {
+            names: vec!["n1".into(), "n2".into()],
+            ..ImageOptions::default()
+        })
+        .unwrap();
+    let i2 = store
+        .create_image(ImageOptions {
+            names: vec!["v1".into()],
+            ..ImageOptions::default()
+        })
+        .unwrap();
+    assert!(
+        i1.names_history.is_empty(),
+        "create does not record history"
+    );
+    // Table of (op, names, expected names, expected history) on i1, as observed with
+    // containers-storage 1.43 and podman 4.3 on this machine.
+    type Step<'a> = (NamesOp, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+    let steps: &[Step] = &[
+        (
+            NamesOp::Add,
+            &["n3", "v1"],
+            &["n1", "n2", "n3", "v1"],
+            &["v1", "n3", "n2", "n1"],
+        ),
+        (NamesOp::Set, &["z"], &["z"], &["z", "v1", "n3", "n2", "n1"]),
+        (
+            NamesOp::Add,
+            &["y"],
+            &["z", "y"],
+            &["y", "z", "v1", "n3", "n2", "n1"],
+        ),
+        (
+            NamesOp::Remove,
+            &["z"],
+            &["y"],
+            &["y", "z", "v1", "n3", "n2", "n1"],
+        ),
+    ];
+    for (op, names, want, hist) in steps {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let r = store.update_image_names(&i1.id, &names, *op).unwrap();
+        assert_eq!(r.names, *want, "{op:?} {names:?}");
+        assert_eq!(r.names_history, *hist, "{op:?} {names:?}");
+    }
+    assert!(
+        store.image(&i2.id).unwrap().names.is_empty(),
+        "v1 moved away from i2"
+    );
+}
+
+#[test]
+fn json_files_are_never_observed_half_written() {
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    let img = store.create_image(ImageOptions::default()).unwrap();
+    let path = s.root().join("vfs-images/images.json");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || reads < 10 {
+                // No lock on purpose: even an unlocked reader must see a whole file.
+                let data = fs::read(&path).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_else(|e| {
+                    panic!("half-written images.json ({} bytes): {e}", data.len())
+                });
+                assert!(v.is_array());
+                reads += 1;
+            }
+            reads
+        });
+        for i in 0..200 {
+            let big = format!(
+                "{{\"pad\":\"{}\",\"i\":{i}}}",
+                "x".repeat(64 * 1024 + i * 97)
+            );
+            store.set_image_metadata(&img.id, &big).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() >= 10);
+    });
+    let tmp: Vec<_> = fs::read_dir(s.root().join("vfs-images"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
+        .collect();
+    assert!(tmp.is_empty(), "temp files left: {tmp:?}");
+}
+
+/// Child half of `a_reader_in_another_process_sees_a_write_immediately`: opens the store,
+/// caches images, then for every line on stdin prints the names it now sees.
+#[test]
+#[ignore = "helper process for the token test"]
+fn child_reader() {
+    let Ok(root) = std::env::var("PODSTORE_CHILD_ROOT") else {
+        return;
+    };
+    let s =
+        podstore_metadata::StoreOptions::new(format!("{root}/root"), format!("{root}/run"), "vfs");
+    let store = common::open_store(&s);
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    writeln!(out, "READY {}", store.images().unwrap().len()).unwrap();
+    out.flush().unwrap();
+    for line in stdin.lock().lines() {
+        let id = line.unwrap();
+        if id.is_empty() {
+            break;
+        }
+        let names = store
+            .image(&id)
+            .map(|i| i.names.join(","))
+            .unwrap_or_else(|e| format!("ERR {e}"));
+        writeln!(out, "NAMES {names}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_reader_in_another_process_sees_a_write_immediately() {
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    let img = store
+        .create_image(ImageOptions {
+            names: vec!["first".into()],
+            ..ImageOptions::default()
+        })
+        .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_reader",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env("PODSTORE_CHILD_ROOT", s.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || loop {
+        let l = lines.next().unwrap().unwrap();
+        if l.starts_with("READY") || l.starts_with("NAMES") {
+            return l;
+        }
+    };
+    assert_eq!(next(), "READY 1");
+    for (i, name) in ["second", "third", "fourth"].iter().enumerate() {
+        store
+            .update_image_names(&img.id, &[name.to_string()], NamesOp::Set)
+            .unwrap();
+        writeln!(stdin, "{}", img.id).unwrap();
+        stdin.flush().unwrap();
+        assert_eq!(
+            next(),
+            format!("NAMES {name}"),
+            "round {i}: the child used stale cached state"
+        );
+    }
+    writeln!(stdin).unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn lock_files_exclude_other_processes_fcntl_locks() {
+    if !have("python3") {
+        return;
+    }
+    let s = Scratch::new("vfs");
+    drop(s.open());
+    let lock_path = s.root().join("vfs-layers/layers.lock");
+    let probe = |path: &std::path::Path| -> String {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import fcntl,sys\nf=open(sys.argv[1],'r+')\ntry:\n fcntl.lockf(f,fcntl.LOCK_SH|fcntl.LOCK_NB)\n print('free')\nexcept OSError:\n print('busy')",
+            )
+            .arg(path)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let lf = LockFile::open(&lock_path).unwrap();
+    assert_eq!(probe(&lock_path), "free");
+    let w = lf.write().unwrap();
+    assert_eq!(
+        probe(&lock_path),
+        "busy",
+        "a POSIX read lock elsewhere must be refused"
+    );
+    drop(w);
+    assert_eq!(probe(&lock_path), "free");
+    let r = lf.read().unwrap();
+    assert_eq!(probe(&lock_path), "free", "readers share");
+    drop(r);
+}
+
+#[test]
+fn in_process_stores_see_each_others_writes() {
+    let s = Scratch::new("vfs");
+    let a = s.open();
+    let b = s.open();
+    assert!(a.images().unwrap().is_empty());
+    let img = b
+        .create_image(ImageOptions {
+            names: vec!["n".into()],
+            ..ImageOptions::default()
+        })
+        .unwrap();
+    assert_eq!(a.image("n").unwrap().id, img.id);
+    let c = a
+        .create_container(ContainerOptions {
+            image: "n".into(),
+            ..ContainerOptions::default()
+        })
+        .unwrap();
+    assert_eq!(b.container(&c.id).unwrap().layer, c.layer);
+    assert_eq!(b.layer(&c.layer).unwrap().id, c.layer);
+}
