@@ -318,6 +318,11 @@ impl Registry {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// `127.0.0.1:<port>/<reference>`: an image reference for podman or a registry client.
+    pub fn image_reference(&self, reference: &str) -> String {
+        format!("{}/{reference}", self.host_port())
+    }
+
     /// `docker://127.0.0.1:<port>/<reference>` for skopeo.
     pub fn docker_reference(&self, reference: &str) -> String {
         format!("docker://{}/{reference}", self.host_port())

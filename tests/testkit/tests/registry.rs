@@ -281,3 +281,28 @@ fn a_standalone_registry_pushes_serves_and_is_gone_after_drop() {
     assert!(stat.is_empty(), "registry {pid} still there: {stat}");
     assert!(!dir.exists(), "{} not removed", dir.display());
 }
+
+#[test]
+fn a_standalone_basic_auth_registry_takes_pushes_with_credentials() {
+    let fixtures = FixtureSet::shared().unwrap();
+    let image = fixtures.image("busybox-v2s2").unwrap();
+    let registry = Registry::start(RegistryMode::BasicAuth).unwrap();
+    assert_eq!(registry.username(), Some("testkit"));
+    let digest = registry
+        .push(fixtures, "busybox-v2s2", "solo/busybox")
+        .unwrap();
+    assert_eq!(digest, image.manifest_digest);
+    let authfile = registry.auth_file().unwrap();
+    let auth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&authfile).unwrap()).unwrap();
+    assert!(auth["auths"][registry.host_port()]["auth"].is_string());
+    let out = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--authfile",
+        authfile.to_str().unwrap(),
+        &registry.docker_reference("solo/busybox:latest"),
+    ]);
+    assert_eq!(sha256(&ok(&out, "solo/busybox")), image.manifest_digest);
+}
