@@ -520,6 +520,10 @@ impl<'m> Applier<'m> {
             if hidden.starts_with(b".wh.") {
                 return Ok(());
             }
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                // ".wh.." would whiteout the parent's parent: never follow it out of the layer
+                return Err(ApplyError::Breakout { entry });
+            }
             return self.whiteout(parent, hidden, header, &entry);
         }
 

@@ -1,0 +1,236 @@
+//! Driver behaviour beyond the shared suite: ID mappings while applying, overlay depth limits
+//! (an image of 128 layers mounts, read-only and under a container layer), the syncfs path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::{Entry, Format, TarWriter, shm_tempdir};
+use podstore_layer::{
+    ApplyError, ApplyOptions, CreateOptions, Driver, DriverError, IdMap, IdMappings, MountOptions,
+    Overlay, OverlayOptions, Vfs,
+};
+
+fn mappings() -> IdMappings {
+    let range = vec![IdMap {
+        container_id: 0,
+        host_id: 100_000,
+        size: 65_536,
+    }];
+    IdMappings {
+        uid: range.clone(),
+        gid: range,
+    }
+}
+
+#[test]
+fn owners_are_shifted_through_id_mappings() {
+    let tmp = shm_tempdir();
+    for driver in [
+        Box::new(Vfs::new(tmp.path().join("vfs")).unwrap()) as Box<dyn Driver>,
+        Box::new(Overlay::new(tmp.path().join("overlay"), OverlayOptions::default()).unwrap()),
+    ] {
+        let mut w = TarWriter::new(Format::Pax);
+        w.add(Entry::dir("home/").owner(0, 0));
+        w.add(Entry::file("home/user-file", b"x").owner(1000, 1001));
+        w.add(Entry::symlink("home/link", "user-file").owner(5, 6));
+        w.add(Entry::fifo("home/fifo").owner(7, 8));
+        w.add(Entry::file("implicit/parent/file", b"y").owner(0, 0));
+        w.add(Entry::file("home/.wh.gone", b"").owner(9, 9));
+        let tar = w.finish();
+        let id = "a".repeat(64);
+        let create = CreateOptions {
+            id_mappings: mappings(),
+            ..Default::default()
+        };
+        driver.create(&id, None, &create).unwrap();
+        let opts = ApplyOptions {
+            id_mappings: mappings(),
+            no_sync: true,
+        };
+        let report = driver
+            .apply_diff(&id, None, &mut &tar[..], &mut Vec::new(), &opts)
+            .unwrap();
+        // the report keeps the IDs of the tar (before mapping), whiteouts excluded
+        assert_eq!(
+            report.uids.into_iter().collect::<Vec<_>>(),
+            vec![0, 5, 7, 1000]
+        );
+        assert_eq!(
+            report.gids.into_iter().collect::<Vec<_>>(),
+            vec![0, 6, 8, 1001]
+        );
+        let root = driver.lookup_dirs(&id).unwrap().remove(0);
+        let owner = |p: &str| {
+            let m = std::fs::symlink_metadata(root.join(p)).unwrap();
+            (m.uid(), m.gid())
+        };
+        assert_eq!(
+            owner(""),
+            (100_000, 100_000),
+            "{}: layer root owned by the mapped root",
+            driver.name()
+        );
+        assert_eq!(owner("home"), (100_000, 100_000));
+        assert_eq!(owner("home/user-file"), (101_000, 101_001));
+        assert_eq!(owner("home/link"), (100_005, 100_006));
+        assert_eq!(owner("home/fifo"), (100_007, 100_008));
+        assert_eq!(
+            owner("implicit"),
+            (100_000, 100_000),
+            "implicit parents owned by the mapped root"
+        );
+        if driver.name() == "overlay" {
+            assert_eq!(
+                owner("home/gone"),
+                (100_009, 100_009),
+                "whiteout device chowned"
+            );
+        }
+
+        // an owner outside the mapping is refused, naming the entry
+        let mut w = TarWriter::new(Format::Pax);
+        w.add(Entry::file("outside", b"x").owner(70_000, 0));
+        let tar = w.finish();
+        let id2 = "b".repeat(64);
+        driver.create(&id2, None, &create).unwrap();
+        let err = driver
+            .apply_diff(&id2, None, &mut &tar[..], &mut Vec::new(), &opts)
+            .unwrap_err();
+        assert!(
+            matches!(&err, DriverError::Apply { source: ApplyError::UnmappedId { entry, id: 70_000, .. }, .. } if entry == "outside"),
+            "{err}"
+        );
+    }
+}
+
+fn one_file_layer(n: usize) -> Vec<u8> {
+    let mut w = TarWriter::new(Format::Pax);
+    w.add(Entry::dir("layers/"));
+    w.add(Entry::file(
+        &format!("layers/{n:03}"),
+        format!("{n}\n").as_bytes(),
+    ));
+    w.finish()
+}
+
+#[test]
+fn overlay_image_of_128_layers_mounts() {
+    let tmp = shm_tempdir();
+    let home = tmp.path().join("overlay");
+    let overlay = Overlay::new(
+        &home,
+        OverlayOptions {
+            mountopt: "nodev".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut parent: Option<String> = None;
+    for n in 1..=128 {
+        let id = format!("{n:064x}");
+        overlay
+            .create(&id, parent.as_deref(), &CreateOptions::default())
+            .unwrap();
+        let tar = one_file_layer(n);
+        overlay
+            .apply_diff(
+                &id,
+                parent.as_deref(),
+                &mut &tar[..],
+                &mut Vec::new(),
+                &ApplyOptions {
+                    no_sync: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        parent = Some(id);
+    }
+    let top = parent.unwrap();
+    assert_eq!(overlay.lower_entries(&top).unwrap().len(), 127);
+    let check = |root: &std::path::Path| {
+        for n in 1..=128 {
+            assert_eq!(
+                std::fs::read_to_string(root.join(format!("layers/{n:03}"))).unwrap(),
+                format!("{n}\n")
+            );
+        }
+    };
+    // read-only: diff + 127 lowers, well beyond a page of mount data
+    let merged = overlay
+        .mount(
+            &top,
+            &MountOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    check(&merged);
+    overlay.unmount(&top).unwrap();
+
+    // a container on top: 128 lowers + upper
+    let ctr = "c".repeat(64);
+    overlay
+        .create(
+            &ctr,
+            Some(&top),
+            &CreateOptions {
+                read_write: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let merged = overlay.mount(&ctr, &MountOptions::default()).unwrap();
+    check(&merged);
+    std::fs::write(merged.join("layers/new"), "rw\n").unwrap();
+    overlay.unmount(&ctr).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(home.join(&ctr).join("diff/layers/new")).unwrap(),
+        "rw\n"
+    );
+
+    // one more layer would need 129 lowers
+    let err = overlay
+        .create(&"d".repeat(64), Some(&ctr), &CreateOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("max depth exceeded"), "{err}");
+    assert!(
+        !overlay.exists(&"d".repeat(64)),
+        "failed create leaves nothing"
+    );
+}
+
+#[test]
+fn apply_with_syncfs_and_missing_layers() {
+    let tmp = shm_tempdir();
+    let vfs = Vfs::new(tmp.path().join("vfs")).unwrap();
+    let id = "f".repeat(64);
+    let tar = one_file_layer(1);
+    assert!(matches!(
+        vfs.apply_diff(
+            &id,
+            None,
+            &mut &tar[..],
+            &mut Vec::new(),
+            &ApplyOptions::default()
+        ),
+        Err(DriverError::NotFound { .. })
+    ));
+    vfs.create(&id, None, &CreateOptions::default()).unwrap();
+    vfs.apply_diff(
+        &id,
+        None,
+        &mut &tar[..],
+        &mut Vec::new(),
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(vfs.size(&id).unwrap(), 2);
+    assert!(matches!(
+        vfs.create("../x", None, &CreateOptions::default()),
+        Err(DriverError::InvalidId { .. })
+    ));
+}
