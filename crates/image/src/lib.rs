@@ -1,4 +1,31 @@
 //! CRI-O's ImageServer: resolve short names, pull images into the store, list them, report their
 //! status, untag and remove them.
 //!
-//! Not built yet: see issue 6.
+//! * [`ImageService`] (the seed's `ImageServer`), built from [`ImageServiceOptions`]
+//!   (`GetImageService`): [`ImageService::store`], [`ImageService::resolve_names`],
+//!   [`ImageService::list_images`], [`ImageService::image_status`],
+//!   [`ImageService::untag_image`], [`ImageService::pull_image`];
+//! * [`ImageResult`] (every field of the seed's `ImageResult`) and the pure computations behind
+//!   it in [`result`];
+//! * [`ImageError`]: the seed's error values as typed variants;
+//! * [`lookup`]: how a local image string is interpreted.
+//!
+//! Semantics follow crio-storage-behavior §1–§7 with the later fixes of §10: local operations
+//! never contact a registry, names are parsed strictly, untag removes exactly one name, the
+//! image cache holds only immutable per-ID facts.
+//!
+//! Invariant: an image record is created only after every one of its layers is committed.
+//! Invariant: the cache never holds names, tags or digests; they are recomputed from the
+//! current record on every call.
+
+pub mod error;
+pub mod lookup;
+pub mod pull;
+pub mod result;
+pub mod service;
+
+pub use error::{ImageError, Result};
+pub use lookup::{FoundImage, LocalReference, find_local_image, parse_local_reference};
+pub use pull::{PullEvent, PullOptions, PulledImage, layer_ids};
+pub use result::{ImageFacts, ImageResult};
+pub use service::{ImageService, ImageServiceOptions};
