@@ -323,6 +323,37 @@ struct LayerState {
 }
 
 impl Store {
+    /// Opens the store, constructing the driver named by `options` (`vfs` or `overlay`;
+    /// empty means overlay when the kernel supports it, else vfs). Overlay takes its
+    /// `overlay.mountopt=` option from `driver_options`.
+    pub fn open(options: &StoreOptions) -> Result<Store> {
+        let name = options.resolved_driver_name();
+        let driver: Arc<dyn Driver> = match name.as_str() {
+            "vfs" => Arc::new(podstore_layer::Vfs::new(options.graph_root.join("vfs"))?),
+            "overlay" => {
+                let mountopt = options
+                    .driver_options
+                    .iter()
+                    .rev()
+                    .find_map(|o| {
+                        o.strip_prefix("overlay.mountopt=")
+                            .or_else(|| o.strip_prefix("overlay2.mountopt="))
+                    })
+                    .unwrap_or_default()
+                    .to_owned();
+                Arc::new(podstore_layer::Overlay::new(
+                    options.graph_root.join("overlay"),
+                    podstore_layer::OverlayOptions {
+                        mountopt,
+                        ..podstore_layer::OverlayOptions::default()
+                    },
+                )?)
+            }
+            _ => return Err(Error::UnsupportedDriver { name }),
+        };
+        Store::open_with_driver(options, driver)
+    }
+
     /// Opens the store with an already-constructed driver (whose `name()` decides the
     /// `<driver>-layers` directory names), creating the directory skeleton containers/storage
     /// creates, and recovering from a crash: incomplete layers and stale `.tmp-*` files are
@@ -933,9 +964,9 @@ impl Store {
         };
         let dirs = self.driver.lookup_dirs(&id)?;
         let reader = BufReader::new(flate2::read::GzDecoder::new(file));
-        reassemble(&dirs, reader, out).map_err(|reason| Error::Diff {
+        podstore_layer::reassemble(&dirs, reader, out).map_err(|e| Error::Diff {
             id: id.clone(),
-            reason,
+            reason: e.to_string(),
         })
     }
 
@@ -1563,14 +1594,4 @@ fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Rebuilds a tar from tar-split lines through the layer crate's reassembler.
-fn reassemble(
-    dirs: &[PathBuf],
-    tar_split: impl std::io::BufRead,
-    out: &mut dyn Write,
-) -> std::result::Result<u64, String> {
-    let _ = (dirs, tar_split, out);
-    Err("the layer crate does not export tar_split::reassemble yet".to_owned())
 }

@@ -31,11 +31,7 @@ fn garbage_records_are_typed_errors_and_left_untouched() {
             drop(s.open());
             let path = s.root().join(file);
             fs::write(&path, garbage).unwrap();
-            let err = podstore_metadata::Store::open_with_driver(
-                &s.options(),
-                common::test_driver("vfs", &s.root()),
-            )
-            .unwrap_err();
+            let err = podstore_metadata::Store::open(&s.options()).unwrap_err();
             match err {
                 Error::Corrupt { path: p, .. } => assert_eq!(p, path),
                 other => panic!("{file}: expected Corrupt, got {other}"),
@@ -59,11 +55,7 @@ fn invalid_manifest_digest_is_fatal_like_podman() {
         r#"[{"id":"i","big-data-names":["manifest"],"big-data-digests":{"manifest":"sha256:XYZ"},"created":"2024-01-01T00:00:00Z"}]"#,
     )
     .unwrap();
-    let err = podstore_metadata::Store::open_with_driver(
-        &s.options(),
-        common::test_driver("vfs", &s.root()),
-    )
-    .unwrap_err();
+    let err = podstore_metadata::Store::open(&s.options()).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }
 

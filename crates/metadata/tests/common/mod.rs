@@ -1,15 +1,12 @@
 //! Shared helpers for the metadata integration tests: a tiny deterministic OCI layout, the real
-//! tools (skipped with a printed reason when absent), and a directory-only test driver.
+//! tools (skipped with a printed reason when absent), and scratch stores.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
-
-use podstore_layer::{ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError, MountOptions};
 use podstore_metadata::{Store, StoreOptions};
 use podstore_reference::Digest;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// Whether a tool is on PATH; prints the skip reason when it is not.
 pub fn have(tool: &str) -> bool {
@@ -129,98 +126,9 @@ impl Drop for Scratch {
     }
 }
 
-/// Opens a store with the driver this crate's tests use.
+/// Opens a store with the layer crate's real driver.
 pub fn open_store(options: &StoreOptions) -> Store {
-    Store::open_with_driver(
-        options,
-        test_driver(&options.driver_name, &options.graph_root),
-    )
-    .unwrap()
-}
-
-pub fn test_driver(name: &str, graph_root: &Path) -> Arc<dyn Driver> {
-    Arc::new(DirDriver::new(name, graph_root))
-}
-
-/// A directory-only driver for record tests: create/remove/exists/mount are plain
-/// directories laid out like vfs (`<home>/dir/<id>`); applying diffs is not supported.
-pub struct DirDriver {
-    name: &'static str,
-    home: PathBuf,
-}
-
-impl DirDriver {
-    pub fn new(name: &str, graph_root: &Path) -> DirDriver {
-        let name: &'static str = if name == "overlay" { "overlay" } else { "vfs" };
-        DirDriver {
-            name,
-            home: graph_root.join(name),
-        }
-    }
-    fn dir(&self, id: &str) -> PathBuf {
-        self.home.join("dir").join(id)
-    }
-    fn io(op: &'static str, path: &Path, e: std::io::Error) -> DriverError {
-        DriverError::Io {
-            op,
-            path: path.to_path_buf(),
-            source: e,
-        }
-    }
-}
-
-impl Driver for DirDriver {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn home(&self) -> &Path {
-        &self.home
-    }
-    fn create(
-        &self,
-        id: &str,
-        _parent: Option<&str>,
-        _opts: &CreateOptions,
-    ) -> Result<(), DriverError> {
-        let d = self.dir(id);
-        std::fs::create_dir_all(&d).map_err(|e| Self::io("mkdir", &d, e))
-    }
-    fn apply_diff(
-        &self,
-        id: &str,
-        _parent: Option<&str>,
-        _blob: &mut dyn Read,
-        _tar_split: &mut dyn Write,
-        _opts: &ApplyOptions,
-    ) -> Result<ApplyReport, DriverError> {
-        Err(DriverError::NotFound {
-            id: id.to_owned(),
-            driver: "test-dir (apply not supported)",
-        })
-    }
-    fn mount(&self, id: &str, _opts: &MountOptions) -> Result<PathBuf, DriverError> {
-        Ok(self.dir(id))
-    }
-    fn unmount(&self, _id: &str) -> Result<(), DriverError> {
-        Ok(())
-    }
-    fn remove(&self, id: &str) -> Result<(), DriverError> {
-        let d = self.dir(id);
-        match std::fs::remove_dir_all(&d) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Self::io("rm", &d, e)),
-        }
-    }
-    fn exists(&self, id: &str) -> bool {
-        self.dir(id).is_dir()
-    }
-    fn size(&self, _id: &str) -> Result<u64, DriverError> {
-        Ok(0)
-    }
-    fn lookup_dirs(&self, id: &str) -> Result<Vec<PathBuf>, DriverError> {
-        Ok(vec![self.dir(id)])
-    }
+    Store::open(options).unwrap()
 }
 
 /// One layer of the test image.
