@@ -239,7 +239,17 @@ impl RegistryClient {
             digest,
             total: blob.size,
         };
-        let ingest = match sink.begin(digest, blob.size).map_err(store_err)? {
+        let begun = {
+            let (sink, d, size) = (sink.clone(), digest.clone(), blob.size);
+            // `begin` may wait for a concurrent writer of the same blob: keep it off the runtime.
+            tokio::task::spawn_blocking(move || sink.begin(&d, size))
+                .await
+                .map_err(|e| RegistryError::Store {
+                    digest: digest.clone(),
+                    message: format!("begin task failed: {e}"),
+                })?
+        };
+        let ingest = match begun.map_err(store_err)? {
             SinkBegin::Present(size) => {
                 progress.send(size, ProgressState::AlreadyPresent);
                 return Ok(PulledBlob {

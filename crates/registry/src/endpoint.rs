@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use podstore_reference::{Endpoint, Reference};
 use tokio::sync::Semaphore;
 
 use crate::auth::Credentials;
@@ -41,9 +42,27 @@ impl ImageLocation {
         })
     }
 
+    /// The location a podstore [`Reference`] names: its domain and path, and its digest when
+    /// it has one (a `name:tag@digest` is pulled by digest), else its tag, else `latest`.
+    pub fn from_reference(reference: &Reference) -> Result<ImageLocation> {
+        let target = match (reference.digest(), reference.tag()) {
+            (Some(d), _) => ManifestTarget::Digest(d.clone()),
+            (None, Some(t)) => ManifestTarget::Tag(t.to_owned()),
+            (None, None) => ManifestTarget::Tag("latest".to_owned()),
+        };
+        ImageLocation::new(reference.domain(), reference.path(), target)
+    }
+
     /// `registry/repository`, the key used for credential lookup.
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+impl TryFrom<&Endpoint> for PullSource {
+    type Error = RegistryError;
+    fn try_from(endpoint: &Endpoint) -> Result<PullSource> {
+        PullSource::from_endpoint(endpoint)
     }
 }
 
@@ -69,7 +88,29 @@ pub struct PullSource {
     pub is_mirror: bool,
 }
 
+impl TryFrom<&Reference> for ImageLocation {
+    type Error = RegistryError;
+    fn try_from(reference: &Reference) -> Result<ImageLocation> {
+        ImageLocation::from_reference(reference)
+    }
+}
+
 impl PullSource {
+    /// The pull source for one registries.conf endpoint (its physical reference and flags).
+    pub fn from_endpoint(endpoint: &Endpoint) -> Result<PullSource> {
+        Ok(PullSource {
+            location: ImageLocation::from_reference(&endpoint.reference)?,
+            insecure: endpoint.insecure,
+            blocked: endpoint.blocked,
+            is_mirror: endpoint.is_mirror,
+        })
+    }
+
+    /// The pull sources for `RegistriesConfig::pull_sources(reference)`, in order.
+    pub fn from_endpoints(endpoints: &[Endpoint]) -> Result<Vec<PullSource>> {
+        endpoints.iter().map(PullSource::from_endpoint).collect()
+    }
+
     /// The primary source for `location` (secure, not blocked).
     pub fn primary(location: ImageLocation) -> PullSource {
         PullSource {
@@ -222,5 +263,59 @@ impl Registries {
             primary,
             error: Box::new(error),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_from_references() {
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let cases = [
+            (
+                "busybox",
+                "docker.io",
+                "library/busybox",
+                "latest".to_owned(),
+            ),
+            ("quay.io/ns/img:v1", "quay.io", "ns/img", "v1".to_owned()),
+            (
+                "127.0.0.1:5000/a/b:t",
+                "127.0.0.1:5000",
+                "a/b",
+                "t".to_owned(),
+            ),
+            (&format!("quay.io/x:tag@{d}"), "quay.io", "x", d.to_owned()),
+        ];
+        for (input, registry, repo, target) in cases {
+            let r = Reference::parse_normalized(input).unwrap();
+            let loc = ImageLocation::from_reference(&r).unwrap();
+            assert_eq!(
+                (loc.registry.as_str(), loc.repository.as_str()),
+                (registry, repo),
+                "{input}"
+            );
+            assert_eq!(loc.target.to_string(), target, "{input}");
+        }
+        let r = Reference::parse_normalized("quay.io/ns/img:v1").unwrap();
+        let endpoint = Endpoint {
+            location: "mirror.local:5000/quay".to_owned(),
+            reference: Reference::parse_normalized("mirror.local:5000/quay/ns/img:v1").unwrap(),
+            insecure: true,
+            is_mirror: true,
+            blocked: false,
+        };
+        let source = PullSource::from_endpoint(&endpoint).unwrap();
+        assert_eq!(
+            source.location.to_string(),
+            "mirror.local:5000/quay/ns/img:v1"
+        );
+        assert!(source.insecure && source.is_mirror && !source.blocked);
+        assert_eq!(
+            ImageLocation::try_from(&r).unwrap().name(),
+            "quay.io/ns/img"
+        );
     }
 }

@@ -74,6 +74,7 @@ pub mod media;
 pub mod platform;
 pub mod secret;
 pub mod sink;
+pub mod store;
 pub mod tls;
 
 pub use auth::{BearerToken, Challenge, Credentials};

@@ -1,6 +1,7 @@
 //! The boundary between blob downloads and blob storage: [`BlobSink`] (where a blob goes) and
 //! [`BlobIngest`] (one resumable write in progress), plus [`MemorySink`], an in-memory sink for
-//! small blobs and tests. The blob store implements the same traits (adapter in `store.rs`).
+//! small blobs and tests. `podstore_blobstore::BlobStore` implements the same traits
+//! (adapter in `store.rs`).
 
 use std::collections::HashMap;
 use std::io;
@@ -56,8 +57,9 @@ pub trait BlobIngest: io::Write + Send + 'static {
     fn abort(self);
 }
 
-/// Where downloaded blobs go.
-pub trait BlobSink: Send + Sync {
+/// Where downloaded blobs go. Cheap to clone (a handle); `begin` may block (it runs on tokio's
+/// blocking pool).
+pub trait BlobSink: Clone + Send + Sync + 'static {
     /// The ingest type.
     type Ingest: BlobIngest;
     /// Starts (or resumes) storing the blob `digest` of `size` bytes, if known.

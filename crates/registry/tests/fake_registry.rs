@@ -1010,3 +1010,71 @@ async fn secure_endpoint_does_not_fall_back_to_http() {
     let insecure = client(&server.host());
     assert_eq!(insecure.ping().await.unwrap(), "http");
 }
+
+#[tokio::test]
+async fn blob_store_sink_resumes_and_refuses_bad_data() {
+    let dir = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
+    let store = podstore_blobstore::BlobStore::open(dir.path()).unwrap();
+    let mut reg = Registry::new(Auth::None);
+    let data = blob_data(250_000);
+    let digest = reg.blob(&data);
+    let claimed = Digest::sha256_of(b"claimed");
+    reg.blobs.insert(
+        claimed.to_string(),
+        Body::Bytes(Arc::new(b"not the claimed bytes".to_vec())),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let n = calls.clone();
+    let server = serve(move |r| {
+        let reply = reg.handle(r);
+        if r.path().contains("/blobs/") && n.fetch_add(1, Ordering::SeqCst) == 0 {
+            return reply.fault(Fault::ResetAfter(80_000));
+        }
+        reply
+    })
+    .await;
+    let c = client(&server.host());
+    let pulled = c
+        .pull_blob(
+            "x/y",
+            &BlobRef {
+                digest: digest.clone(),
+                size: Some(250_000),
+            },
+            &store,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pulled.resumes, 1);
+    assert_eq!(std::fs::read(store.path(&digest)).unwrap(), data);
+
+    let err = c
+        .pull_blob(
+            "x/y",
+            &BlobRef {
+                digest: claimed.clone(),
+                size: None,
+            },
+            &store,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::DigestMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(!store.exists(&claimed));
+    assert!(
+        !store.ingest_path(&claimed).exists(),
+        "the failed ingest is removed"
+    );
+    let listed: Vec<Digest> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.digest)
+        .collect();
+    assert_eq!(listed, vec![digest]);
+}

@@ -16,6 +16,7 @@ use podstore_registry::{
 };
 
 /// A sink that hashes and counts what it is given, then discards it.
+#[derive(Clone)]
 struct HashingSink;
 
 struct HashingIngest {
