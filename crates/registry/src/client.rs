@@ -323,7 +323,11 @@ impl RegistryClient {
     }
 
     /// The `Authorization` value for requests about `repository`, per the ping's challenges.
-    async fn authorization(&self, repository: &str) -> Result<Option<HeaderValue>> {
+    async fn authorization(
+        &self,
+        repository: &str,
+        extra_scope: Option<&str>,
+    ) -> Result<Option<HeaderValue>> {
         let ping = self.ping_info().await?;
         let Some(challenge) = ping
             .challenges
@@ -341,7 +345,9 @@ impl RegistryClient {
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             format!("Basic {encoded}")
         } else {
-            let token = self.bearer_token(challenge, repository).await?;
+            let token = self
+                .bearer_token(challenge, repository, extra_scope)
+                .await?;
             format!("Bearer {}", token.token.expose())
         };
         let mut v = HeaderValue::from_str(&value).map_err(|_| RegistryError::Unauthorized {
@@ -354,11 +360,19 @@ impl RegistryClient {
         Ok(Some(v))
     }
 
-    async fn bearer_token(&self, challenge: &Challenge, repository: &str) -> Result<BearerToken> {
-        let scope = format!("repository:{repository}:pull");
+    async fn bearer_token(
+        &self,
+        challenge: &Challenge,
+        repository: &str,
+        extra_scope: Option<&str>,
+    ) -> Result<BearerToken> {
+        let mut scopes = vec![format!("repository:{repository}:pull")];
+        if let Some(extra) = extra_scope.filter(|s| !s.is_empty()) {
+            scopes.push(extra.to_owned());
+        }
         let realm = challenge.param("realm").unwrap_or_default();
         let service = challenge.param("service").unwrap_or_default();
-        let cache_key = format!("{realm}\n{service}\n{scope}");
+        let cache_key = format!("{realm}\n{service}\n{}", scopes.join(" "));
         if let Ok(cache) = self.tokens.lock() {
             if let Some(t) = cache.get(&cache_key) {
                 if t.is_valid_at(Instant::now()) {
@@ -388,7 +402,9 @@ impl RegistryClient {
                 if !service.is_empty() {
                     form.push(("service", service));
                 }
-                form.push(("scope", &scope));
+                for scope in &scopes {
+                    form.push(("scope", scope));
+                }
                 form.push(("grant_type", "refresh_token"));
                 form.push(("refresh_token", refresh.expose()));
                 form.push(("client_id", "containers/image"));
@@ -411,7 +427,9 @@ impl RegistryClient {
                     if !service.is_empty() {
                         q.append_pair("service", service);
                     }
-                    q.append_pair("scope", &scope);
+                    for scope in &scopes {
+                        q.append_pair("scope", scope);
+                    }
                 }
                 let mut req = self.http.get(url);
                 if !creds.username.is_empty() && !creds.password.is_empty() {
@@ -497,9 +515,12 @@ impl RegistryClient {
         let policy = self.options.retry.clone();
         let mut backoff = policy.initial_backoff;
         let mut attempt = 0u32;
+        let mut extra_scope: Option<String> = None;
         loop {
             attempt += 1;
-            let auth = self.authorization(repository).await?;
+            let auth = self
+                .authorization(repository, extra_scope.as_deref())
+                .await?;
             let permit = Arc::clone(&self.permits)
                 .acquire_owned()
                 .await
@@ -515,6 +536,14 @@ impl RegistryClient {
             {
                 Ok(response) => {
                     let status = response.status();
+                    if status == StatusCode::UNAUTHORIZED && attempt == 1 && extra_scope.is_none() {
+                        if let Some(scope) = insufficient_scope(response.headers()) {
+                            tracing::debug!(url = %url_text, %scope, "insufficient_scope: retrying with the extra scope");
+                            extra_scope = Some(scope);
+                            drop(permit);
+                            continue;
+                        }
+                    }
                     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                         wait = retry_wait(response.headers(), backoff, policy.max_backoff);
                         last_error = format!("HTTP status {status}");
@@ -861,19 +890,79 @@ pub(crate) enum SendError {
     Fatal(RegistryError),
 }
 
+/// The scope of a Bearer challenge with `error="insufficient_scope"` whose scope has exactly
+/// three `:`-separated parts.
+fn insufficient_scope(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(parse_challenge)
+        .find_map(|c| {
+            let scope = c.param("scope")?;
+            (c.scheme == "bearer"
+                && c.param("error") == Some("insufficient_scope")
+                && scope.split(':').count() == 3)
+                .then(|| scope.to_owned())
+        })
+}
+
 /// Go's rule: keep `Authorization` when the new host equals the old one or is a subdomain of it.
 fn same_or_subdomain(new_host: &str, original: &str) -> bool {
     new_host == original || new_host.ends_with(&format!(".{original}"))
 }
 
-/// The wait before a retry: `Retry-After` seconds if present, else `backoff`; capped at `max`.
+/// The wait before a retry: `Retry-After` (seconds, or an HTTP date in the future) if present,
+/// else `backoff`; capped at `max`.
 fn retry_wait(headers: &HeaderMap, backoff: Duration, max: Duration) -> Duration {
     let from_header = headers
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| {
+            let v = v.trim();
+            match v.parse::<u64>() {
+                Ok(secs) => Some(Duration::from_secs(secs)),
+                Err(_) => parse_http_date(v)?
+                    .duration_since(std::time::SystemTime::now())
+                    .ok(),
+            }
+        });
     from_header.unwrap_or(backoff).min(max)
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn parse_http_date(s: &str) -> Option<std::time::SystemTime> {
+    let rest = s.split_once(", ")?.1;
+    let mut parts = rest.split(' ');
+    let day: i64 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if parts.next()? != "GMT" {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + mi * 60 + sec).ok()?;
+    Some(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// The error and its sources joined with `: `.
@@ -1107,5 +1196,27 @@ mod tests {
         );
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
         assert_eq!(retry_wait(&h, Duration::from_secs(2), max), max);
+        // A date in the past: no wait from the header.
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(
+            retry_wait(&h, Duration::from_secs(2), max),
+            Duration::from_secs(2)
+        );
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Fri, 01 Jan 2100 00:00:00 GMT"),
+        );
+        assert_eq!(retry_wait(&h, Duration::from_secs(2), max), max);
+        let t = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            784_111_777
+        );
+        assert!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT").is_none());
     }
 }

@@ -1078,3 +1078,123 @@ async fn blob_store_sink_resumes_and_refuses_bad_data() {
         .collect();
     assert_eq!(listed, vec![digest]);
 }
+
+#[tokio::test]
+async fn identity_token_uses_the_refresh_grant() {
+    let m = image_manifest(&Digest::sha256_of(b"c"), &Digest::sha256_of(b"l"));
+    let mut reg = Registry::new(Auth::Bearer {
+        creds: None,
+        token: "from-refresh".into(),
+    });
+    reg.manifest("a/b", "t", OCI_MANIFEST, &m);
+    let server = serve(move |r| {
+        if r.path() == "/token" && r.method != "POST" {
+            return Reply::new(400);
+        }
+        reg.handle(r)
+    })
+    .await;
+    let c = client_with(
+        &server.host(),
+        Some(Credentials::identity_token("", "refresh-me")),
+        options(),
+    );
+    c.get_manifest("a/b", &tag("t")).await.unwrap();
+    let token_requests = server.requests_to("/token");
+    assert_eq!(token_requests.len(), 1);
+    let form = String::from_utf8(token_requests[0].body.clone()).unwrap();
+    for part in [
+        "grant_type=refresh_token",
+        "refresh_token=refresh-me",
+        "client_id=containers%2Fimage",
+        "service=fake-registry",
+        "scope=repository%3Aa%2Fb%3Apull",
+    ] {
+        assert!(form.contains(part), "form {form:?} lacks {part}");
+    }
+    assert_eq!(
+        token_requests[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+}
+
+#[tokio::test]
+async fn repeated_resets_without_progress_give_up_and_keep_the_partial() {
+    let data = blob_data(3_000_000);
+    let digest = Digest::sha256_of(&data);
+    let d = data.clone();
+    // Every answer breaks off 10 kB in: the first resume is allowed, the next one is not.
+    let server = serve(move |r| {
+        if r.path() == "/v2/" {
+            return Reply::new(200);
+        }
+        blob_reply(r, Body::Bytes(Arc::new(d.clone()))).fault(Fault::ResetAfter(10_000))
+    })
+    .await;
+    let c = client(&server.host());
+    let sink = MemorySink::new();
+    let err = c
+        .pull_blob(
+            "x/y",
+            &BlobRef {
+                digest: digest.clone(),
+                size: Some(3_000_000),
+            },
+            &sink,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::ResumeFailed { .. }), "{err:?}");
+    assert_eq!(server.requests_to("/v2/x/y/blobs/").len(), 2);
+    assert!(sink.committed().is_empty());
+    assert!(
+        sink.partial_len(&digest).unwrap() > 0,
+        "the partial download is kept for a later resume"
+    );
+}
+
+#[tokio::test]
+async fn insufficient_scope_retries_once_with_the_extra_scope() {
+    let m = image_manifest(&Digest::sha256_of(b"c"), &Digest::sha256_of(b"l"));
+    let body = m.clone();
+    let server = serve(move |r| {
+        let port = r.port;
+        let challenge = format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"svc\"");
+        match r.path() {
+            "/v2/" => Reply::new(401).header("WWW-Authenticate", &challenge),
+            "/token" => {
+                let full = r.query().contains("scope=repository%3Aother%2Fbase%3Apull");
+                Reply::new(200).json(&format!(
+                    r#"{{"token":"{}"}}"#,
+                    if full { "full" } else { "narrow" }
+                ))
+            }
+            _ if r.header("authorization") == Some("Bearer full") => Reply::new(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .bytes(body.clone()),
+            _ => Reply::new(401).header(
+                "WWW-Authenticate",
+                &format!(
+                    "{challenge},error=\"insufficient_scope\",scope=\"repository:other/base:pull\""
+                ),
+            ),
+        }
+    })
+    .await;
+    let c = client(&server.host());
+    let got = c.get_manifest("a/b", &tag("t")).await.unwrap();
+    assert_eq!(got.bytes, m);
+    let tokens = server.requests_to("/token");
+    assert_eq!(tokens.len(), 2);
+    assert!(
+        tokens[1]
+            .query()
+            .contains("scope=repository%3Aa%2Fb%3Apull"),
+        "{}",
+        tokens[1].query()
+    );
+    // Another repository: its own default scope, then the extra scope again.
+    c.get_manifest("a/other", &tag("t")).await.unwrap();
+    assert_eq!(server.requests_to("/token").len(), 4);
+}
