@@ -15,10 +15,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use podstore_reference::{Algorithm, Digester};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
+use crate::digest_thread::BackgroundDigester;
 use crate::driver::{ApplyOptions, ApplyReport, Compression, IdMap, IdMappings};
 use crate::fsutil::{self, DIR_FLAGS, os};
 use crate::tar_split::TarSplitWriter;
@@ -121,7 +121,7 @@ pub enum ApplyError {
 /// Counts and digests the compressed bytes as they are read.
 struct HashingReader<'a> {
     inner: &'a mut dyn Read,
-    digester: Digester,
+    digester: BackgroundDigester,
 }
 
 impl Read for HashingReader<'_> {
@@ -193,7 +193,7 @@ pub fn apply_tar(
 
     let mut hashing = HashingReader {
         inner: blob,
-        digester: Digester::new(Algorithm::Sha256),
+        digester: BackgroundDigester::sha256(),
     };
     let mut prefix = Vec::with_capacity(6);
     while prefix.len() < 6 {
@@ -247,7 +247,10 @@ pub fn apply_tar(
     io::copy(&mut source, &mut io::sink()).map_err(ApplyError::ReadBlob)?;
     let (_, hashing) = source.into_inner().into_inner();
     let compressed_size = hashing.digester.bytes();
-    let compressed_digest = hashing.digester.finish();
+    let compressed_digest = hashing
+        .digester
+        .finish()
+        .ok_or_else(|| ApplyError::ReadBlob(io::Error::other("the digest thread failed")))?;
 
     state.finish_directories()?;
     if !opts.no_sync {

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod crc64;
+mod digest_thread;
 pub mod driver;
 mod fsutil;
 mod mount;

@@ -5,7 +5,9 @@
 
 use std::io::{self, Read};
 
-use podstore_reference::{Algorithm, Digest, Digester};
+use podstore_reference::Digest;
+
+use crate::digest_thread::BackgroundDigester;
 
 use crate::crc64::Crc64Iso;
 
@@ -111,7 +113,7 @@ pub struct TarStream<R> {
     eof: bool,
     /// Bytes consumed from the stream so far.
     offset: u64,
-    digester: Digester,
+    digester: BackgroundDigester,
     raw: Vec<u8>,
     /// Data bytes of the current entry not yet read.
     remaining: u64,
@@ -131,7 +133,7 @@ impl<R: Read> TarStream<R> {
             len: 0,
             eof: false,
             offset: 0,
-            digester: Digester::new(Algorithm::Sha256),
+            digester: BackgroundDigester::sha256(),
             raw: Vec::with_capacity(4 * BLOCK),
             remaining: 0,
             padding: 0,
@@ -409,7 +411,10 @@ impl<R: Read> TarStream<R> {
             return Ok(Err(e));
         }
         let offset = self.offset;
-        Ok(Ok((self.digester.finish(), offset, self.inner)))
+        match self.digester.finish() {
+            Some(digest) => Ok(Ok((digest, offset, self.inner))),
+            None => Ok(Err(io::Error::other("the digest thread failed"))),
+        }
     }
 }
 

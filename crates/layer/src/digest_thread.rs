@@ -1,0 +1,128 @@
+//! A SHA-256 digester that hashes on a background thread, so the two digests of a layer
+//! (compressed blob, uncompressed DiffID) run in parallel with decompression and file writes.
+//! Chunks are copied into recycled buffers and sent over a bounded channel (bounded memory).
+//! If no thread can be started it hashes inline.
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use podstore_reference::{Algorithm, Digest, Digester};
+
+/// Bytes batched before a chunk is sent.
+const BATCH: usize = 256 * 1024;
+/// Chunks in flight per digester.
+const IN_FLIGHT: usize = 8;
+
+struct Worker {
+    to_worker: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+    handle: JoinHandle<Digester>,
+}
+
+/// Hashes everything passed to [`BackgroundDigester::update`], on its own thread.
+pub(crate) struct BackgroundDigester {
+    pending: Vec<u8>,
+    worker: Result<Worker, Digester>,
+    lost: bool,
+    bytes: u64,
+}
+
+impl BackgroundDigester {
+    /// Starts a SHA-256 digester thread.
+    pub fn sha256() -> BackgroundDigester {
+        let (to_worker, from_main) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let (to_main, spare) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+        let spawned = std::thread::Builder::new()
+            .name("layer-digest".into())
+            .spawn(move || {
+                let mut digester = Digester::new(Algorithm::Sha256);
+                for mut chunk in from_main {
+                    digester.update(&chunk);
+                    chunk.clear();
+                    let _ = to_main.try_send(chunk);
+                }
+                digester
+            });
+        let worker = match spawned {
+            Ok(handle) => Ok(Worker {
+                to_worker,
+                spare,
+                handle,
+            }),
+            Err(_) => Err(Digester::new(Algorithm::Sha256)),
+        };
+        BackgroundDigester {
+            pending: Vec::with_capacity(BATCH * 2),
+            worker,
+            lost: false,
+            bytes: 0,
+        }
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        match &mut self.worker {
+            Err(inline) => inline.update(data),
+            Ok(_) => {
+                self.pending.extend_from_slice(data);
+                if self.pending.len() >= BATCH {
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let Ok(worker) = &self.worker else { return };
+        if self.pending.is_empty() {
+            return;
+        }
+        let next = worker
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH * 2));
+        let chunk = std::mem::replace(&mut self.pending, next);
+        if worker.to_worker.send(chunk).is_err() {
+            self.lost = true;
+        }
+    }
+
+    /// Bytes fed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Waits for the thread and returns the digest; `None` if the thread died.
+    pub fn finish(mut self) -> Option<Digest> {
+        self.flush();
+        match self.worker {
+            Err(inline) => Some(inline.finish()),
+            Ok(worker) => {
+                drop(worker.to_worker);
+                let digester = worker.handle.join().ok()?;
+                (!self.lost).then(|| digester.finish())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_digest_as_inline() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut bg = BackgroundDigester::sha256();
+        for chunk in data.chunks(12_345) {
+            bg.update(chunk);
+        }
+        assert_eq!(bg.bytes(), data.len() as u64);
+        assert_eq!(bg.finish(), Some(Digest::sha256_of(&data)));
+        assert_eq!(
+            BackgroundDigester::sha256().finish(),
+            Some(Digest::sha256_of(b""))
+        );
+    }
+}
