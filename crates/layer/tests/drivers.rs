@@ -234,3 +234,111 @@ fn apply_with_syncfs_and_missing_layers() {
         Err(DriverError::InvalidId { .. })
     ));
 }
+
+#[test]
+fn independent_overlay_layers_apply_in_parallel() {
+    let tmp = shm_tempdir();
+    let overlay = Overlay::new(tmp.path().join("overlay"), OverlayOptions::default()).unwrap();
+    let ids: Vec<String> = (1..=4).map(|n| format!("{n:064x}")).collect();
+    for id in &ids {
+        overlay.create(id, None, &CreateOptions::default()).unwrap();
+    }
+    let driver: &dyn Driver = &overlay;
+    std::thread::scope(|s| {
+        for (n, id) in ids.iter().enumerate() {
+            s.spawn(move || {
+                let mut w = TarWriter::new(Format::Pax);
+                for i in 0..200 {
+                    w.add(Entry::file(
+                        &format!("dir-{n}/file-{i}"),
+                        format!("{n}:{i}\n").as_bytes(),
+                    ));
+                }
+                let blob = common::gzip(&w.finish());
+                let opts = ApplyOptions {
+                    no_sync: true,
+                    ..Default::default()
+                };
+                driver
+                    .apply_diff(id, None, &mut &blob[..], &mut Vec::new(), &opts)
+                    .unwrap();
+            });
+        }
+    });
+    for (n, id) in ids.iter().enumerate() {
+        let diff = overlay.lookup_dirs(id).unwrap().remove(0);
+        assert_eq!(
+            std::fs::read_dir(diff.join(format!("dir-{n}")))
+                .unwrap()
+                .count(),
+            200
+        );
+        assert_eq!(
+            std::fs::read_to_string(diff.join(format!("dir-{n}/file-7"))).unwrap(),
+            format!("{n}:7\n")
+        );
+    }
+}
+
+#[test]
+fn overlay_on_disk_with_sync() {
+    // the same driver on the root filesystem (ext4 here), with the syncfs path enabled
+    let tmp = tempfile::Builder::new()
+        .prefix("podstore-layer-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let overlay = Overlay::new(
+        tmp.path().join("overlay"),
+        OverlayOptions {
+            mountopt: "nodev".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let base = "1".repeat(64);
+    let ctr = "2".repeat(64);
+    overlay
+        .create(&base, None, &CreateOptions::default())
+        .unwrap();
+    let mut w = TarWriter::new(Format::Pax);
+    w.add(Entry::dir("etc/"));
+    w.add(Entry::file("etc/os-release", b"ID=podstore\n"));
+    w.add(Entry::fifo("etc/fifo"));
+    let tar = w.finish();
+    overlay
+        .apply_diff(
+            &base,
+            None,
+            &mut &tar[..],
+            &mut Vec::new(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    overlay
+        .create(
+            &ctr,
+            Some(&base),
+            &CreateOptions {
+                read_write: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let merged = overlay.mount(&ctr, &MountOptions::default()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(merged.join("etc/os-release")).unwrap(),
+        "ID=podstore\n"
+    );
+    std::fs::write(merged.join("etc/new"), "x").unwrap();
+    std::fs::remove_file(merged.join("etc/fifo")).unwrap();
+    overlay.unmount(&ctr).unwrap();
+    let diff = overlay.lookup_dirs(&ctr).unwrap().remove(0);
+    assert!(diff.join("etc/new").exists());
+    let whiteout = std::fs::symlink_metadata(diff.join("etc/fifo")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&whiteout.file_type()),
+        "kernel whiteout"
+    );
+    overlay.remove(&ctr).unwrap();
+    overlay.remove(&base).unwrap();
+}
