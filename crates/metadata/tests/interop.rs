@@ -175,14 +175,13 @@ fn overlay_store_on_disk_reads_and_rewrites_byte_identically() {
     read_then_rewrite_byte_identical("overlay", "/var/tmp");
 }
 
-#[test]
-fn podstore_writes_are_listed_by_podman_and_containers_storage() {
+fn podstore_writes_are_listed_by_the_tools(driver: &'static str) {
     if !tools() || !have("podman") {
         return;
     }
-    let s = Scratch::new("vfs");
+    let s = Scratch::new(driver);
     let (a, _b) = populate(&s);
-    let skopeo_images = fs::read(s.root().join("vfs-images/images.json")).unwrap();
+    let skopeo_images = fs::read(s.root().join(format!("{driver}-images/images.json"))).unwrap();
     let store = s.open();
     let skopeo_record = store.image(&a.id()).unwrap();
 
@@ -234,7 +233,7 @@ fn podstore_writes_are_listed_by_podman_and_containers_storage() {
         .update_image_names(&a.id(), &["example.com/test/a:1".to_owned()], NamesOp::Add)
         .unwrap();
     // The recreated record is now last; compare record by record.
-    let ours = fs::read(s.root().join("vfs-images/images.json")).unwrap();
+    let ours = fs::read(s.root().join(format!("{driver}-images/images.json"))).unwrap();
     let mut want = split_array(&skopeo_images);
     let mut got = split_array(&ours);
     want.sort();
@@ -307,12 +306,12 @@ fn podstore_writes_are_listed_by_podman_and_containers_storage() {
     ));
     assert!(
         s.root()
-            .join(format!("vfs-containers/{}/userdata", c.id))
+            .join(format!("{driver}-containers/{}/userdata", c.id))
             .is_dir()
     );
     assert!(
         s.run_root()
-            .join(format!("vfs-containers/{}/userdata", c.id))
+            .join(format!("{driver}-containers/{}/userdata", c.id))
             .is_dir()
     );
     let ps =
@@ -348,7 +347,11 @@ fn podstore_writes_are_listed_by_podman_and_containers_storage() {
     let p2 = store.mount(&c.id, &MountOptions::default()).unwrap();
     assert_eq!(p1, p2);
     assert_eq!(store.mount_count("ours").unwrap(), 2);
-    let mounts = fs::read_to_string(s.run_root().join("vfs-layers/mountpoints.json")).unwrap();
+    let mounts = fs::read_to_string(
+        s.run_root()
+            .join(format!("{driver}-layers/mountpoints.json")),
+    )
+    .unwrap();
     assert_eq!(
         mounts,
         format!(
@@ -377,7 +380,11 @@ fn podstore_writes_are_listed_by_podman_and_containers_storage() {
             .args(["ps", "-a", "--external", "--format", "{{.Names}}"]),
     );
     assert!(!ps.contains("ours"), "{ps}");
-    assert!(!s.root().join(format!("vfs-containers/{}", c.id)).exists());
+    assert!(
+        !s.root()
+            .join(format!("{driver}-containers/{}", c.id))
+            .exists()
+    );
     let cs_layers = cs_json(&s, &["layers", "-j"]);
     assert!(
         cs_layers
@@ -388,12 +395,11 @@ fn podstore_writes_are_listed_by_podman_and_containers_storage() {
     );
 }
 
-#[test]
-fn podman_pull_from_oci_layout_is_readable() {
+fn podman_pull_is_readable(driver: &'static str) {
     if !have("podman") {
         return;
     }
-    let s = Scratch::new("vfs");
+    let s = Scratch::new(driver);
     let img = test_image("pulled");
     // podman names the image after the layout path, which must then be lowercase.
     let nanos = std::time::SystemTime::now()
@@ -431,12 +437,11 @@ fn podman_pull_from_oci_layout_is_readable() {
     );
 }
 
-#[test]
-fn a_foreign_write_invalidates_cached_state() {
+fn foreign_write_invalidates_cache(driver: &'static str) {
     if !tools() {
         return;
     }
-    let s = Scratch::new("vfs");
+    let s = Scratch::new(driver);
     let (a, _) = populate(&s);
     let store = s.open();
     assert_eq!(store.image(&a.id()).unwrap().names.len(), 1); // cached now
@@ -461,14 +466,20 @@ fn a_foreign_write_invalidates_cached_state() {
     assert_eq!(store.layers().unwrap().len(), n + 1);
 }
 
-#[test]
-fn recovery_removes_incomplete_layers_and_temp_files() {
+fn recovery(driver: &'static str) {
     if !tools() {
         return;
     }
-    let s = Scratch::new("vfs");
+    let s = Scratch::new(driver);
+    let ghost_dir = |driver: &str, ghost: &str| {
+        if driver == "vfs" {
+            s.root().join(format!("vfs/dir/{ghost}"))
+        } else {
+            s.root().join(format!("overlay/{ghost}"))
+        }
+    };
     let (a, _) = populate(&s);
-    let layers_json = s.root().join("vfs-layers/layers.json");
+    let layers_json = s.root().join(format!("{driver}-layers/layers.json"));
     let text = fs::read_to_string(&layers_json).unwrap();
     let ghost = "ab".repeat(32);
     let ghost_rec = format!(
@@ -480,27 +491,45 @@ fn recovery_removes_incomplete_layers_and_temp_files() {
         format!("{}{}", &text[..text.len() - 1], ghost_rec),
     )
     .unwrap();
-    fs::create_dir_all(s.root().join(format!("vfs/dir/{ghost}/etc"))).unwrap();
+    fs::create_dir_all(ghost_dir(driver, &ghost).join("etc")).unwrap();
     fs::write(
-        s.root().join(format!("vfs-layers/{ghost}.tar-split.gz")),
+        s.root()
+            .join(format!("{driver}-layers/{ghost}.tar-split.gz")),
         b"x",
     )
     .unwrap();
-    fs::write(s.root().join("vfs-layers/.tmp-layers.json123"), b"[{").unwrap();
-    fs::write(s.root().join("vfs-images/.tmp-images.json9"), b"[").unwrap();
+    fs::write(
+        s.root()
+            .join(format!("{driver}-layers/.tmp-layers.json123")),
+        b"[{",
+    )
+    .unwrap();
+    fs::write(
+        s.root().join(format!("{driver}-images/.tmp-images.json9")),
+        b"[",
+    )
+    .unwrap();
     let store = s.open();
     assert!(matches!(
         store.layer(&ghost),
         Err(Error::LayerUnknown { .. })
     ));
-    assert!(!s.root().join(format!("vfs/dir/{ghost}")).exists());
+    assert!(!ghost_dir(driver, &ghost).exists());
     assert!(
         !s.root()
-            .join(format!("vfs-layers/{ghost}.tar-split.gz"))
+            .join(format!("{driver}-layers/{ghost}.tar-split.gz"))
             .exists()
     );
-    assert!(!s.root().join("vfs-layers/.tmp-layers.json123").exists());
-    assert!(!s.root().join("vfs-images/.tmp-images.json9").exists());
+    assert!(
+        !s.root()
+            .join(format!("{driver}-layers/.tmp-layers.json123"))
+            .exists()
+    );
+    assert!(
+        !s.root()
+            .join(format!("{driver}-images/.tmp-images.json9"))
+            .exists()
+    );
     assert_eq!(
         fs::read_to_string(&layers_json).unwrap(),
         text,
@@ -518,18 +547,31 @@ fn recovery_removes_incomplete_layers_and_temp_files() {
 
 /// podman and podstore create and delete on the same store at the same time; afterwards the
 /// store is consistent for containers-storage and for podstore.
-#[test]
-fn concurrent_podman_and_podstore_writers_leave_no_corruption() {
+fn concurrent_writers(driver: &'static str) {
     if !tools() || !have("podman") {
         return;
     }
-    let s = Scratch::new("vfs");
+    let s = Scratch::new(driver);
     let (a, b) = populate(&s);
     let store = s.open();
     let rounds = 6;
+    let c_img = test_image("pulled-by-skopeo");
+    let d_img = test_image("layers-by-podstore");
+    let oci = s.dir.path().join("oci-c");
+    write_oci_layout(&oci, &[("c", &c_img)]);
+    let mut our_layers = Vec::new();
     std::thread::scope(|scope| {
         let podman = scope.spawn(|| {
             for i in 0..rounds {
+                run(std::process::Command::new("skopeo").args([
+                    "copy",
+                    "-q",
+                    &format!("oci:{}:c", oci.display()),
+                    &s.store_ref("example.com/test/c:1"),
+                ]));
+                if i % 2 == 0 {
+                    run(s.podman().args(["rmi", "example.com/test/c:1"]));
+                }
                 run(s
                     .podman()
                     .args(["tag", &a.id(), &format!("podman/tag:{i}")]));
@@ -551,6 +593,20 @@ fn concurrent_podman_and_podstore_writers_leave_no_corruption() {
             }
         });
         for i in 0..rounds * 3 {
+            let (layer, _) = store
+                .create_layer(
+                    podstore_metadata::LayerOptions {
+                        no_sync: true,
+                        ..Default::default()
+                    },
+                    Some(&mut &d_img.layers[0].gz[..]),
+                )
+                .unwrap();
+            if i % 2 == 0 {
+                store.delete_layer(&layer.id).unwrap();
+            } else {
+                our_layers.push(layer.id);
+            }
             let c = store
                 .create_container(ContainerOptions {
                     names: vec![format!("ps{i}")],
@@ -662,6 +718,20 @@ fn concurrent_podman_and_podstore_writers_leave_no_corruption() {
             "{anames:?}"
         );
     }
+    // Our layers survived podman's writes with their data and tar-split intact.
+    for id in &our_layers {
+        assert!(layer_ids.contains(id.as_str()), "layer {id} lost");
+        let mut tar = Vec::new();
+        store.diff(id, &mut tar).unwrap();
+        assert_eq!(tar, d_img.layers[0].tar);
+    }
+    assert!(
+        images
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == c_img.id().as_str())
+    );
     // And podstore, freshly opened, agrees.
     drop(store);
     let again = s.open();
@@ -704,4 +774,31 @@ fn split_array(data: &[u8]) -> Vec<String> {
         out.push(inner[start..].to_owned());
     }
     out
+}
+
+macro_rules! both_drivers {
+    ($($name:ident => $f:ident;)*) => {$(
+        mod $name {
+            #[test]
+            fn vfs() {
+                super::$f("vfs");
+            }
+            #[test]
+            fn overlay() {
+                if !std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("overlay") {
+                    eprintln!("SKIP: kernel has no overlay");
+                    return;
+                }
+                super::$f("overlay");
+            }
+        }
+    )*};
+}
+
+both_drivers! {
+    podstore_writes_are_listed_by_podman_and_containers_storage => podstore_writes_are_listed_by_the_tools;
+    podman_pull_from_oci_layout_is_readable => podman_pull_is_readable;
+    concurrent_podman_and_podstore_writers_leave_no_corruption => concurrent_writers;
+    a_foreign_write_invalidates_cached_state => foreign_write_invalidates_cache;
+    recovery_removes_incomplete_layers_and_temp_files => recovery;
 }
