@@ -68,7 +68,7 @@ pub enum ImageError {
         input: String,
         /// The parse error.
         #[source]
-        source: podstore_reference::ReferenceError,
+        source: Box<podstore_reference::ReferenceError>,
     },
     /// Short-name resolution failed (blocked registries, ambiguous short name, …).
     #[error("resolving {input:?}: {source}")]
@@ -77,14 +77,14 @@ pub enum ImageError {
         input: String,
         /// The resolution error.
         #[source]
-        source: podstore_reference::ResolveError,
+        source: Box<podstore_reference::ResolveError>,
     },
     /// registries.conf could not be loaded.
     #[error("loading registries configuration: {source}")]
     RegistriesConf {
         /// The configuration error (it names the file).
         #[source]
-        source: podstore_reference::RegistriesConfError,
+        source: Box<podstore_reference::RegistriesConfError>,
     },
     /// The registries configuration gives no pull source for the reference (all blocked, or a
     /// bad mirror rewrite).
@@ -94,7 +94,7 @@ pub enum ImageError {
         input: String,
         /// Why.
         #[source]
-        source: podstore_reference::PullSourceError,
+        source: Box<podstore_reference::PullSourceError>,
     },
     /// The image is used by containers and cannot be removed.
     #[error("image {id} ({input:?}) is in use by containers {containers:?}")]
@@ -153,7 +153,7 @@ pub enum ImageError {
         input: String,
         /// The blob-store error.
         #[source]
-        source: podstore_blobstore::BlobError,
+        source: Box<podstore_blobstore::BlobError>,
     },
     /// A background task panicked or was cancelled.
     #[error("{what} for {input:?} failed: {reason}")]

@@ -148,7 +148,7 @@ pub fn parse_local_reference(store: &Store, input: &str) -> Result<LocalReferenc
         let parsed =
             Reference::parse_normalized(rest).map_err(|source| ImageError::InvalidReference {
                 input: input.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         Some(parsed.tag_or_latest())
     };

@@ -3,7 +3,8 @@
 //! (containers-storage-format §3): image ID = config digest hex; layer IDs `hex(diffID)` then
 //! `sha256(parent + "+" + hex(diffID))`; `compressed-diff-digest`/`diff-digest` filled so
 //! podman reuses the layers; big data `sha256:<config>`, `manifest-<top digest>` (list pulls),
-//! `manifest-<digest>` and `manifest`; metadata `{}`; the `digest` field is the top-level
+//! `manifest-<digest>`, `manifest` and an empty `signature-<hex>`; metadata `{"signatures-sizes":{"<digest>":[]}}` as
+//! containers/image 5.23 writes it; the `digest` field is the top-level
 //! manifest digest; the name added with add-names.
 //!
 //! Pipeline: layers already in the store are reused without download; the missing layer
@@ -125,7 +126,7 @@ struct SourceImage {
 fn blob_err(input: &str) -> impl Fn(BlobError) -> ImageError + '_ {
     move |source| ImageError::Blob {
         input: input.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -253,7 +254,7 @@ impl ImageService {
             let reference = Reference::parse_normalized(rest).map_err(|source| {
                 ImageError::InvalidReference {
                     input: input.to_owned(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             if reference.tag().is_some() && reference.digest().is_some() {
@@ -316,7 +317,7 @@ impl ImageService {
                     .pull_sources(reference)
                     .map_err(|source| ImageError::PullSource {
                         input: input.to_owned(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 let mut sources =
                     PullSource::from_endpoints(&endpoints).map_err(registry_err(input))?;
@@ -347,7 +348,7 @@ impl ImageService {
                     other => layout.resolve_selector(other),
                 }
                 .map_err(blob_err(input))?;
-                let digest = Digest::parse(&descriptor.digest().to_string()).map_err(|e| {
+                let digest = Digest::parse(descriptor.digest().as_ref()).map_err(|e| {
                     ImageError::BadSource {
                         source_name: source_name.clone(),
                         reason: format!("index.json descriptor: {e}"),
@@ -510,10 +511,17 @@ impl ImageService {
             data: src.manifest_bytes.clone(),
             digest: Some(src.manifest_digest.clone()),
         });
+        // containers/image 5.23 stores the (empty) signatures of the instance too.
+        big_data.push(BigDataItem {
+            key: format!("signature-{}", src.manifest_digest.hex()),
+            data: Vec::new(),
+            digest: None,
+        });
         let image_existed = {
             let store = Arc::clone(&store);
             let image_id = image_id.clone();
             let top_digest = src.top_digest.clone();
+            let manifest_digest = src.manifest_digest.clone();
             let destination_name = destination_name.clone();
             let top_layer = top_layer.clone();
             tokio::task::spawn_blocking(move || {
@@ -523,6 +531,7 @@ impl ImageService {
                     top_layer,
                     created,
                     top_digest,
+                    manifest_digest,
                     big_data,
                     destination_name,
                 )
@@ -800,12 +809,14 @@ fn apply_one(
 
 /// Creates the image record with its big data (or, if a concurrent pull created it, re-sets the
 /// big data), then adds the name. Returns whether the record already existed.
+#[allow(clippy::too_many_arguments)]
 fn commit_image(
     store: &Store,
     image_id: &str,
     top_layer: Option<String>,
     created: Option<GoTime>,
     top_digest: Digest,
+    manifest_digest: Digest,
     big_data: Vec<BigDataItem>,
     name: Option<String>,
 ) -> Result<bool> {
@@ -813,7 +824,9 @@ fn commit_image(
         id: Some(image_id.to_owned()),
         top_layer,
         names: Vec::new(),
-        metadata: "{}".to_owned(),
+        // containers/image 5.23 (skopeo 1.9, podman 4.3) records an empty signature list for the
+        // instance manifest; the spec's `{}` is older c/image.
+        metadata: format!(r#"{{"signatures-sizes":{{"{manifest_digest}":[]}}}}"#),
         created,
         digest: Some(top_digest),
         big_data: big_data.clone(),

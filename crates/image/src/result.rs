@@ -429,7 +429,8 @@ mod tests {
         let a = format!("localhost/a@sha256:{SHA}");
         let b = format!("localhost/b@sha256:{SHA}");
         // (tags, digested, digests, expected)
-        let cases: Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> = vec![
+        type Case = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+        let cases: Vec<Case> = vec![
             (vec![], vec![], vec![d1.clone()], vec![]),
             (
                 strings(&["docker.io/library/image:latest", "localhost/c:latest"]),
@@ -499,17 +500,16 @@ mod tests {
             result.repo_tags,
             strings(&["docker.io/library/image:latest", "localhost/c:latest"])
         );
-        assert_eq!(
-            result.repo_digests,
-            vec![
-                format!("docker.io/library/image@{d}"),
-                format!("localhost/a@{d}"),
-                format!("localhost/a@sha256:{SHA}"),
-                format!("localhost/b@{d}"),
-                format!("localhost/b@sha256:{SHA}"),
-                format!("localhost/c@{d}"),
-            ]
-        );
+        let mut expected = vec![
+            format!("docker.io/library/image@{d}"),
+            format!("localhost/a@{d}"),
+            format!("localhost/a@sha256:{SHA}"),
+            format!("localhost/b@{d}"),
+            format!("localhost/b@sha256:{SHA}"),
+            format!("localhost/c@{d}"),
+        ];
+        expected.sort();
+        assert_eq!(result.repo_digests, expected);
         assert_eq!(result.digest, d);
         assert_eq!(result.size, Some(0));
         assert_eq!(result.config_digest, "");

@@ -85,7 +85,9 @@ impl ImageService {
             Some(path) => RegistriesConfig::from_file(path),
             None => RegistriesConfig::load_system(),
         }
-        .map_err(|source| ImageError::RegistriesConf { source })?;
+        .map_err(|source| ImageError::RegistriesConf {
+            source: Box::new(source),
+        })?;
         let mut search_registries: Vec<String> = Vec::new();
         for r in &options.search_registries {
             if !search_registries.contains(r) {
@@ -168,11 +170,11 @@ impl ImageService {
             }
             Err(ResolveError::InvalidReference(source)) => Err(ImageError::InvalidReference {
                 input: name.to_owned(),
-                source,
+                source: Box::new(source),
             }),
             Err(source) => Err(ImageError::Resolve {
                 input: name.to_owned(),
-                source,
+                source: Box::new(source),
             }),
         }
     }

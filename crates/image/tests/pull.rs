@@ -1,0 +1,362 @@
+//! pull_image end to end against the real docker-registry (testkit, 127.0.0.1 only): by tag, by
+//! digest, a multi-arch index, zstd / uncompressed / Docker schema2 images, basic auth through an
+//! auth file, TLS with a CA directory, failures that leave the store unchanged, layer reuse, and
+//! podman listing the pulled image with the same ID and digest.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use podstore_image::{ImageError, ImageService, ImageServiceOptions, PullEvent, PullOptions};
+use podstore_metadata::{Store, StoreOptions};
+use podstore_registry::PlatformSelector;
+use podstore_testkit::fixtures::FixtureSet;
+use podstore_testkit::registry::{RegistryMode, RegistrySet};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    run: PathBuf,
+    conf: PathBuf,
+    store: Arc<Store>,
+}
+
+fn new_env() -> Env {
+    let dir = tempfile::Builder::new()
+        .prefix("podstore-image-pull-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let root = dir.path().join("root");
+    let run = dir.path().join("run");
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(&conf, "").unwrap();
+    let store = Arc::new(Store::open(&StoreOptions::new(&root, &run, "vfs")).unwrap());
+    Env {
+        _dir: dir,
+        root,
+        run,
+        conf,
+        store,
+    }
+}
+
+fn service_with(env: &Env, f: impl FnOnce(&mut ImageServiceOptions)) -> ImageService {
+    let mut options = ImageServiceOptions {
+        registries_conf: Some(env.conf.clone()),
+        auth_file: Some(env.root.parent().unwrap().join("no-auth.json")),
+        ..ImageServiceOptions::default()
+    };
+    f(&mut options);
+    ImageService::new(Arc::clone(&env.store), options).unwrap()
+}
+
+fn registries() -> &'static RegistrySet {
+    RegistrySet::shared().unwrap()
+}
+
+fn fixtures() -> &'static FixtureSet {
+    FixtureSet::shared().unwrap()
+}
+
+fn pushed_digest(tag: &str) -> String {
+    registries()
+        .pushed()
+        .iter()
+        .find(|p| p.tag == tag)
+        .unwrap()
+        .digest
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_by_tag_by_digest_and_formats() {
+    let env = new_env();
+    let svc = service_with(&env, |_| {});
+    let plain = registries().get(RegistryMode::Plain);
+    // (fixture tag, pull by digest?)
+    let cases = [
+        ("busybox", false),
+        ("busybox-zstd", false),
+        ("busybox-uncompressed", false),
+        ("busybox-v2s2", false),
+        ("multilayer", true),
+    ];
+    for (tag, by_digest) in cases {
+        let fx = fixtures().image(tag).unwrap();
+        let reference = fx.registry_reference();
+        let input = if by_digest {
+            let repo = reference.split(':').next().unwrap();
+            format!(
+                "docker://{}",
+                plain.image_reference(&format!("{repo}@{}", fx.manifest_digest))
+            )
+        } else {
+            format!("docker://{}", plain.image_reference(&reference))
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let pulled = svc
+            .pull_image(
+                &input,
+                &PullOptions {
+                    progress: Some(tx),
+                    ..PullOptions::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{input}: {e}"));
+        assert_eq!(pulled.id, fx.image_id().unwrap(), "{tag}");
+        assert_eq!(
+            pulled.manifest_digest.to_string(),
+            fx.manifest_digest,
+            "{tag}"
+        );
+        assert_eq!(
+            pulled.name.as_deref(),
+            Some(input.trim_start_matches("docker://")),
+            "{tag}"
+        );
+        let mut applied = 0;
+        while let Ok(event) = rx.try_recv() {
+            if matches!(
+                event,
+                PullEvent::LayerApplied { .. } | PullEvent::LayerReused { .. }
+            ) {
+                applied += 1;
+            }
+        }
+        assert_eq!(applied, fx.layers.len(), "{tag}");
+        let status = svc.image_status(pulled.name.as_deref().unwrap()).unwrap();
+        assert_eq!(status.id, pulled.id);
+        assert_eq!(status.digest, fx.manifest_digest);
+        assert_eq!(status.config_digest, fx.config_digest.clone().unwrap());
+        assert!(
+            status
+                .repo_digests
+                .iter()
+                .any(|d| d.ends_with(&fx.manifest_digest)),
+            "{tag}"
+        );
+        // the layers carry the digests podman uses to reuse them
+        for (id, lf) in pulled.layer_ids.iter().zip(&fx.layers) {
+            let layer = env.store.layer(id).unwrap();
+            assert_eq!(layer.uncompressed_digest, lf.diff_id, "{tag}");
+            assert_eq!(
+                layer.uncompressed_size as u64, lf.uncompressed_size,
+                "{tag}"
+            );
+        }
+    }
+    // busybox, -zstd, -uncompressed and -v2s2 share one uncompressed layer: created once.
+    let bb = fixtures().image("busybox").unwrap();
+    let first = env
+        .store
+        .layer(bb.layers[0].diff_id.trim_start_matches("sha256:"))
+        .unwrap();
+    assert_eq!(
+        first.compressed_digest, bb.layers[0].digest,
+        "the first pull's blob is recorded"
+    );
+    // no compressed blob is kept by default
+    let blobs = env.root.join("podstore-blobs/blobs/sha256");
+    let kept = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(kept, 0);
+    // pulling again reuses everything
+    let input = format!(
+        "docker://{}",
+        plain.image_reference(&bb.registry_reference())
+    );
+    let again = svc
+        .pull_image(&input, &PullOptions::default())
+        .await
+        .unwrap();
+    assert!(again.image_existed);
+    assert_eq!(again.layers_reused, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiarch_index_chooses_the_platform() {
+    let env = new_env();
+    let svc = service_with(&env, |_| {});
+    let plain = registries().get(RegistryMode::Plain);
+    let fx = fixtures().image("multiarch").unwrap();
+    let input = plain.image_reference(&fx.registry_reference());
+    for arch in ["amd64", "arm64"] {
+        let child = fx
+            .manifests
+            .iter()
+            .find(|m| m.platform.as_ref().unwrap().architecture == arch)
+            .unwrap();
+        let variant = child
+            .platform
+            .as_ref()
+            .unwrap()
+            .variant
+            .clone()
+            .unwrap_or_default();
+        let pulled = svc
+            .pull_image(
+                &input,
+                &PullOptions {
+                    platform: Some(PlatformSelector::for_platform("linux", arch, &variant)),
+                    ..PullOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(pulled.id, child.image_id().unwrap(), "{arch}");
+        assert_eq!(pulled.manifest_digest.to_string(), child.manifest_digest);
+        assert_eq!(pulled.top_digest.to_string(), pushed_digest("multiarch"));
+        let record = env.store.image(&pulled.id).unwrap();
+        // containers/image: the list under manifest-<list digest>, the digest field is the list's
+        assert_eq!(record.digest, pushed_digest("multiarch"));
+        assert!(
+            record
+                .big_data_names
+                .contains(&format!("manifest-{}", pushed_digest("multiarch")))
+        );
+        assert!(
+            record
+                .big_data_names
+                .contains(&format!("manifest-{}", child.manifest_digest))
+        );
+        let status = svc.image_status(&pulled.id).unwrap();
+        assert!(
+            status.repo_digests.contains(&format!(
+                "{}@{}",
+                input.split(':').take(2).collect::<Vec<_>>().join(":"),
+                child.manifest_digest
+            )),
+            "{:?}",
+            status.repo_digests
+        );
+    }
+    // the name moved to the arm64 image (pulled last); the amd64 one is dangling
+    let images = svc.list_images("").unwrap();
+    assert_eq!(images.len(), 2);
+    assert!(
+        images
+            .iter()
+            .any(|i| i.repo_tags.is_empty() && !i.previous_name.is_empty())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_tls_and_failures_leave_the_store_unchanged() {
+    let env = new_env();
+    let auth = registries().get(RegistryMode::BasicAuth);
+    let fx = fixtures().image("busybox").unwrap();
+    let input = format!(
+        "docker://{}",
+        auth.image_reference(&fx.registry_reference())
+    );
+
+    // no credentials → unauthorized, nothing written
+    let anonymous = service_with(&env, |_| {});
+    let err = anonymous
+        .pull_image(&input, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ImageError::Registry { source, .. } if source.is_unauthorized()),
+        "{err}"
+    );
+    // a wrong password
+    let wrong = env.root.parent().unwrap().join("wrong-auth.json");
+    let token = "dGVzdGtpdDp3cm9uZw=="; // testkit:wrong
+    std::fs::write(
+        &wrong,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{token}"}}}}}}"#,
+            auth.host_port()
+        ),
+    )
+    .unwrap();
+    let svc = service_with(&env, |o| o.auth_file = Some(wrong.clone()));
+    let err = svc
+        .pull_image(&input, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ImageError::Registry { source, .. } if source.is_unauthorized()),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&auth.host_port()), "{err}");
+    // an unknown image
+    let plain = registries().get(RegistryMode::Plain);
+    let unknown = format!(
+        "docker://{}",
+        plain.image_reference("testkit/no-such-image:latest")
+    );
+    let svc = service_with(&env, |_| {});
+    let err = svc
+        .pull_image(&unknown, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-image"), "{err}");
+    assert!(env.store.images().unwrap().is_empty());
+    assert!(env.store.layers().unwrap().is_empty());
+
+    // the right credentials through the auth file
+    let svc = service_with(&env, |o| o.auth_file = Some(auth.auth_file().unwrap()));
+    let pulled = svc
+        .pull_image(&input, &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(pulled.id, fx.image_id().unwrap());
+
+    // TLS with the test CA as cert dir
+    let tls = registries().get(RegistryMode::Tls);
+    let env2 = new_env();
+    let svc = service_with(&env2, |o| o.cert_dir = tls.cert_dir());
+    let small = fixtures().image("small-01").unwrap();
+    let input = format!(
+        "docker://{}",
+        tls.image_reference(&small.registry_reference())
+    );
+    let pulled = svc
+        .pull_image(&input, &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(pulled.id, small.image_id().unwrap());
+}
+
+#[test]
+fn podman_lists_the_pulled_image() {
+    let env = new_env();
+    let svc = service_with(&env, |_| {});
+    let plain = registries().get(RegistryMode::Plain);
+    let fx = fixtures().image("busybox").unwrap();
+    let input = plain.image_reference(&fx.registry_reference());
+    let pulled = svc
+        .pull_image_blocking(&input, &PullOptions::default())
+        .unwrap();
+    let out = Command::new("podman")
+        .arg("--root")
+        .arg(&env.root)
+        .arg("--runroot")
+        .arg(&env.run)
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ])
+        .args(["images", "--format", "json"])
+        .output()
+        .expect("running podman");
+    assert!(
+        out.status.success(),
+        "podman: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images = listed.as_array().unwrap();
+    assert_eq!(images.len(), 1, "{listed}");
+    assert_eq!(images[0]["Id"], pulled.id);
+    assert_eq!(images[0]["Digest"], fx.manifest_digest);
+    let names = images[0]["Names"].as_array().unwrap();
+    assert_eq!(names[0], input);
+}
