@@ -321,7 +321,7 @@ impl RegistryClient {
                     let ok = match parsed {
                         Some((first, last, total)) => {
                             first == offset
-                                && total.is_none_or(|t| last + 1 == t)
+                                && total.is_none_or(|t| last.checked_add(1) == Some(t))
                                 && match (total, blob.size) {
                                     (Some(t), Some(s)) => t == s,
                                     _ => true,
@@ -485,6 +485,7 @@ mod tests {
             ("bytes */200", None),
             ("items 0-1/2", None),
             ("bytes 1-x/2", None),
+            ("bytes 0-18446744073709551615/*", Some((0, u64::MAX, None))),
         ];
         for (input, want) in cases {
             assert_eq!(parse_content_range(input), want, "{input}");

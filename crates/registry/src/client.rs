@@ -288,7 +288,9 @@ impl RegistryClient {
                             let wait =
                                 retry_wait(resp.headers(), backoff, self.options.retry.max_backoff);
                             tokio::time::sleep(wait).await;
-                            backoff = (backoff * 2).min(self.options.retry.max_backoff);
+                            backoff = backoff
+                                .saturating_mul(2)
+                                .min(self.options.retry.max_backoff);
                             continue;
                         }
                         if status == StatusCode::OK || status == StatusCode::UNAUTHORIZED {
@@ -567,7 +569,7 @@ impl RegistryClient {
             }
             tracing::info!(url = %url_text, attempt, error = %last_error, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(policy.max_backoff);
+            backoff = backoff.saturating_mul(2).min(policy.max_backoff);
         }
     }
 

@@ -17,6 +17,7 @@ use crate::client::{
 };
 use crate::credentials::AuthFiles;
 use crate::error::{RegistryError, Result};
+use crate::platform::PlatformSelector;
 use crate::tls::CertDirs;
 
 /// Where an image lives on one registry: what a physical reference names.
@@ -152,6 +153,34 @@ pub struct Resolved {
     pub source: PullSource,
     /// The manifest it served for the source's target.
     pub manifest: Manifest,
+}
+
+impl Resolved {
+    /// The image manifest for `selector`: the resolved manifest itself, or, when it is an index,
+    /// the chosen instance fetched from the same endpoint and verified by its digest.
+    pub async fn image_manifest(&self, selector: &PlatformSelector) -> Result<Manifest> {
+        if !self.manifest.kind.is_index() {
+            return Ok(self.manifest.clone());
+        }
+        let entries = self.manifest.index_entries()?;
+        let chosen = selector.choose(self.manifest.kind, &entries)?;
+        let instance = self
+            .client
+            .get_manifest(
+                &self.source.location.repository,
+                &ManifestTarget::Digest(chosen.digest.clone()),
+            )
+            .await?;
+        if instance.kind.is_index() {
+            return Err(RegistryError::InvalidManifest {
+                reference: format!("{}@{}", self.source.location.name(), chosen.digest),
+                reason:
+                    "Unexpectedly received a manifest list instead of a manifest for a single image"
+                        .to_owned(),
+            });
+        }
+        Ok(instance)
+    }
 }
 
 impl Registries {

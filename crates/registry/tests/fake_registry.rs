@@ -837,6 +837,19 @@ async fn index_platform_selection() {
         assert_eq!(top.kind, ManifestKind::OciIndex);
         assert_eq!(&inst.digest, want, "{arch}/{variant}");
     }
+    let registries = Registries::new(RegistriesConfig {
+        options: options(),
+        cert_dirs: CertDirs::PerHost(vec![]),
+        auth_files: AuthFiles::none(),
+        explicit_credentials: None,
+    });
+    let source = PullSource {
+        insecure: true,
+        ..PullSource::primary(ImageLocation::new(&server.host(), "m/a", tag("latest")).unwrap())
+    };
+    let resolved = registries.resolve(&[source]).await.unwrap();
+    let arm64 = PlatformSelector::for_platform("linux", "arm64", "v8");
+    assert_eq!(resolved.image_manifest(&arm64).await.unwrap().digest, arm_d);
     let err = c
         .get_image_manifest(
             "m/a",
