@@ -293,6 +293,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn big_data_names_are_single_safe_file_names_that_decode_back(key in "\\PC{0,80}") {
+            if let Ok(name) = big_data_file_name(&key) {
+                proptest::prop_assert!(!name.contains('/') && name != "." && name != ".." && !name.is_empty());
+                match name.strip_prefix('=') {
+                    Some(b64) => {
+                        let decoded = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+                        proptest::prop_assert_eq!(decoded, key.as_bytes().to_vec());
+                    }
+                    None => proptest::prop_assert_eq!(&name, &key),
+                }
+            }
+        }
+    }
+
     #[test]
     fn random_ids_are_64_hex_and_distinct() {
         let a = random_id();

@@ -321,16 +321,44 @@ fn layers_lock_hold_during_extraction_is_measured() {
     let store = s.open();
     let tar = big_layer_tar(32);
     let started = std::time::Instant::now();
-    let (layer, stats) = store
-        .create_layer(
-            LayerOptions {
-                no_sync: true,
-                ..LayerOptions::default()
-            },
-            Some(&mut &tar[..]),
-        )
-        .unwrap();
+    let (layer, stats, reader_wait) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            store
+                .create_layer(
+                    LayerOptions {
+                        no_sync: true,
+                        ..LayerOptions::default()
+                    },
+                    Some(&mut &tar[..]),
+                )
+                .unwrap()
+        });
+        // A containers-storage reader started during the extraction waits for layers.lock.
+        let reader_wait = if have("containers-storage") {
+            while !fs::read_to_string(s.root().join("vfs-layers/layers.json"))
+                .unwrap_or_default()
+                .contains("incomplete")
+                && !writer.is_finished()
+            {
+                std::thread::yield_now();
+            }
+            let t = std::time::Instant::now();
+            let listed = common::cs_json(&s, &["layers", "-j"]);
+            assert_eq!(
+                listed.as_array().unwrap().len(),
+                1,
+                "the reader sees the finished layer"
+            );
+            assert!(listed[0].get("flags").is_none());
+            Some(t.elapsed())
+        } else {
+            None
+        };
+        let (layer, stats) = writer.join().unwrap();
+        (layer, stats, reader_wait)
+    });
     let total = started.elapsed();
+    eprintln!("MEASURE: a containers-storage `layers` started mid-extraction took {reader_wait:?}");
     assert_eq!(layer.uncompressed_size, tar.len() as i64);
     eprintln!(
         "MEASURE: 32 MiB plain layer on tmpfs (vfs): layers.lock held {:?} of {:?} total",
