@@ -102,6 +102,14 @@ pub enum Error {
         /// Images or containers using it.
         users: Vec<String>,
     },
+    /// A layer's parent would be a container's read-write layer (`ErrParentIsContainer`).
+    #[error("layer {parent} is the layer of container {container} and cannot be a parent")]
+    ParentIsContainer {
+        /// The requested parent layer.
+        parent: String,
+        /// The container owning it.
+        container: String,
+    },
     /// An image is used by containers (`ErrImageUsedByContainer`).
     #[error("image {id} is in use by containers {containers:?}")]
     ImageInUse {

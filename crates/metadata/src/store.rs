@@ -710,6 +710,23 @@ impl Store {
         let g = self.layers.lock().write()?;
         let started = Instant::now();
         let mut st = self.load_layers_for_write(&g)?;
+        if let Some(parent) = options.parent.as_deref().filter(|p| !p.is_empty()) {
+            // containers/storage refuses a container's read-write layer as a parent.
+            let i = find_index(&st.layers, parent, RecordKind::Layer)?;
+            let parent_id = st.layers[i].id.clone();
+            let cg = self.containers.lock().read()?;
+            if let Some(c) = self
+                .containers
+                .load(&cg)?
+                .iter()
+                .find(|c| c.layer == parent_id)
+            {
+                return Err(Error::ParentIsContainer {
+                    parent: parent_id,
+                    container: c.id.clone(),
+                });
+            }
+        }
         let layer = self.create_layer_locked(&g, &mut st, id, &options, blob)?;
         drop(g);
         Ok((

@@ -435,4 +435,43 @@ fn in_process_stores_see_each_others_writes() {
         .unwrap();
     assert_eq!(b.container(&c.id).unwrap().layer, c.layer);
     assert_eq!(b.layer(&c.layer).unwrap().id, c.layer);
+    assert!(matches!(
+        a.create_layer(
+            podstore_metadata::LayerOptions {
+                parent: Some(c.layer.clone()),
+                ..Default::default()
+            },
+            None
+        ),
+        Err(Error::ParentIsContainer { .. })
+    ));
+    // Names on layers are unique too.
+    let (l1, _) = a
+        .create_layer(
+            podstore_metadata::LayerOptions {
+                names: vec!["ln".into()],
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+    assert!(matches!(
+        b.create_layer(
+            podstore_metadata::LayerOptions {
+                names: vec!["ln".into()],
+                ..Default::default()
+            },
+            None
+        ),
+        Err(Error::NameInUse {
+            kind: RecordKind::Layer,
+            ..
+        })
+    ));
+    assert!(matches!(
+        b.delete_layer(&c.layer),
+        Err(Error::LayerInUse { .. })
+    ));
+    b.delete_layer("ln").unwrap();
+    assert!(matches!(a.layer(&l1.id), Err(Error::LayerUnknown { .. })));
 }
