@@ -66,6 +66,14 @@ pub struct PulledBlob {
     pub resumes: u32,
 }
 
+/// Where a blob is fetched from.
+enum BlobSource {
+    /// `/v2/<repository>/blobs/<digest>` with the registry's authentication.
+    Registry,
+    /// An external URL from the descriptor, fetched without credentials.
+    External(reqwest::Url),
+}
+
 /// Minimum progress (bytes since the last reconnection) that allows another reconnection.
 const RESUME_PROGRESS: u64 = 1024 * 1024;
 /// After this long since the last reconnection, another is allowed regardless of progress.
@@ -228,6 +236,61 @@ impl RegistryClient {
         sink: &S,
         progress: Option<&mpsc::Sender<ProgressEvent>>,
     ) -> Result<PulledBlob> {
+        self.download(repository, blob, sink, progress, &BlobSource::Registry)
+            .await
+    }
+
+    /// Like [`RegistryClient::pull_blob`], but tries the descriptor's external `urls` first
+    /// (foreign / non-distributable layers), in order and **without credentials**: URLs that do
+    /// not parse or are not http/https are skipped; if none was usable the registry is used; if
+    /// some were tried and all failed the error lists them and the registry is not tried.
+    pub async fn pull_blob_with_urls<S: BlobSink>(
+        &self,
+        repository: &str,
+        blob: &BlobRef,
+        urls: &[String],
+        sink: &S,
+        progress: Option<&mpsc::Sender<ProgressEvent>>,
+    ) -> Result<PulledBlob> {
+        let mut failures = Vec::new();
+        for text in urls {
+            let Ok(url) = reqwest::Url::parse(text) else {
+                continue;
+            };
+            if !matches!(url.scheme(), "http" | "https") {
+                continue;
+            }
+            match self
+                .download(repository, blob, sink, progress, &BlobSource::External(url))
+                .await
+            {
+                Ok(pulled) => return Ok(pulled),
+                Err(
+                    e @ (RegistryError::DigestMismatch { .. }
+                    | RegistryError::SizeMismatch { .. }
+                    | RegistryError::Store { .. }),
+                ) => return Err(e),
+                Err(e) => failures.push(format!("{text}: {e}")),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(RegistryError::ExternalUrlsFailed {
+                digest: blob.digest.clone(),
+                errors: failures,
+            });
+        }
+        self.download(repository, blob, sink, progress, &BlobSource::Registry)
+            .await
+    }
+
+    async fn download<S: BlobSink>(
+        &self,
+        repository: &str,
+        blob: &BlobRef,
+        sink: &S,
+        progress: Option<&mpsc::Sender<ProgressEvent>>,
+        source: &BlobSource,
+    ) -> Result<PulledBlob> {
         validate_repository(repository)?;
         let digest = &blob.digest;
         let store_err = |e: SinkError| RegistryError::Store {
@@ -281,7 +344,10 @@ impl RegistryClient {
                     .map_err(|e| writer.store_err(e.to_string()))?;
                 extra.insert(header::RANGE, range);
             }
-            let held: Held = self.get(repository, &suffix, extra).await?;
+            let held: Held = match source {
+                BlobSource::Registry => self.get(repository, &suffix, extra).await?,
+                BlobSource::External(url) => self.get_external(url.clone(), extra).await?,
+            };
             let status = held.response.status();
             match status {
                 StatusCode::OK => {

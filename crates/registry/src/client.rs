@@ -573,6 +573,32 @@ impl RegistryClient {
         }
     }
 
+    /// GETs an external URL (a descriptor's `urls`) with no credentials at all, following
+    /// redirects; one attempt, under the registry's request semaphore.
+    pub(crate) async fn get_external(&self, url: Url, extra: HeaderMap) -> Result<Held> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| RegistryError::Transport {
+                url: url.to_string(),
+                message: "request semaphore closed".to_owned(),
+            })?;
+        match self
+            .send_following_redirects(url.clone(), &extra, None)
+            .await
+        {
+            Ok(response) => Ok(Held {
+                response,
+                _permit: permit,
+            }),
+            Err(SendError::Retryable(message)) => Err(RegistryError::Transport {
+                url: url.to_string(),
+                message,
+            }),
+            Err(SendError::Fatal(e)) => Err(e),
+        }
+    }
+
     async fn send_following_redirects(
         &self,
         mut url: Url,

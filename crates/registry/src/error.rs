@@ -183,6 +183,14 @@ pub enum RegistryError {
         /// Why it failed.
         reason: String,
     },
+    /// Every external URL of a descriptor was tried and failed (the registry is not tried then).
+    #[error("failed fetching external blob {digest} from all urls: {}", .errors.join("; "))]
+    ExternalUrlsFailed {
+        /// The blob.
+        digest: Digest,
+        /// Each URL with its error, in order.
+        errors: Vec<String>,
+    },
     /// Too many redirects, or a redirect without a usable `Location`.
     #[error("redirect from {url}: {reason}")]
     Redirect {

@@ -1211,3 +1211,79 @@ async fn insufficient_scope_retries_once_with_the_extra_scope() {
     c.get_manifest("a/other", &tag("t")).await.unwrap();
     assert_eq!(server.requests_to("/token").len(), 4);
 }
+
+#[tokio::test]
+async fn external_urls_first_without_credentials() {
+    let data = blob_data(7000);
+    let digest = Digest::sha256_of(&data);
+    let d = data.clone();
+    let external = serve(move |r| {
+        if r.path() == "/ok/layer" {
+            blob_reply(r, Body::Bytes(Arc::new(d.clone())))
+        } else {
+            Reply::new(404)
+        }
+    })
+    .await;
+    let mut reg = Registry::new(Auth::Basic {
+        user: "u".into(),
+        pass: "p".into(),
+    });
+    reg.blob(&data);
+    let server = serve(move |r| reg.handle(r)).await;
+    let c = client_with(
+        &server.host(),
+        Some(Credentials::basic("u", "p")),
+        options(),
+    );
+    let blob = BlobRef {
+        digest: digest.clone(),
+        size: Some(7000),
+    };
+    let port = external.port();
+
+    // Unusable URLs are skipped; the first usable one that answers 200 wins.
+    let urls = vec![
+        "ftp://127.0.0.1/layer".to_owned(),
+        "not a url".to_owned(),
+        format!("http://localhost:{port}/ok/layer"),
+    ];
+    let sink = MemorySink::new();
+    c.pull_blob_with_urls("x/y", &blob, &urls, &sink, None)
+        .await
+        .unwrap();
+    assert_eq!(sink.get(&digest).unwrap(), data);
+    let fetched = external.requests_to("/ok/layer");
+    assert_eq!(fetched.len(), 1);
+    assert!(
+        fetched[0].header("authorization").is_none(),
+        "credentials sent to an external URL"
+    );
+    assert!(server.requests_to("/v2/x/y/blobs/").is_empty());
+
+    // All tried URLs fail: a clear error, and no fallback to the registry.
+    let urls = vec![format!("http://127.0.0.1:{port}/missing")];
+    let err = c
+        .pull_blob_with_urls("x/y", &blob, &urls, &MemorySink::new(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::ExternalUrlsFailed { ref errors, .. } if errors.len() == 1),
+        "{err:?}"
+    );
+    assert!(server.requests_to("/v2/x/y/blobs/").is_empty());
+
+    // No usable URL at all: the registry serves it.
+    let sink = MemorySink::new();
+    c.pull_blob_with_urls(
+        "x/y",
+        &blob,
+        &["file:///etc/passwd".to_owned()],
+        &sink,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sink.get(&digest).unwrap(), data);
+    assert_eq!(server.requests_to("/v2/x/y/blobs/").len(), 1);
+}
