@@ -612,7 +612,7 @@ impl ImageService {
                     .map_err(blob_err(input))?
             }
         };
-        let downloads = self.start_downloads(input, src, &present, &blob_store, options);
+        let downloads = self.start_downloads(input, src, ids, &present, &blob_store, options);
         let result = self
             .apply_layers(
                 input,
@@ -633,6 +633,7 @@ impl ImageService {
         &self,
         input: &str,
         src: &SourceImage,
+        src_layer_ids: &[String],
         present: &[bool],
         blob_store: &BlobStore,
         options: &PullOptions,
@@ -648,6 +649,8 @@ impl ImageService {
                 continue;
             }
             let client = Arc::clone(client);
+            let store = Arc::clone(&self.store);
+            let layer_id = src_layer_ids[i].clone();
             let repository = repository.clone();
             let blob = BlobRef {
                 digest: digest.clone(),
@@ -666,6 +669,16 @@ impl ImageService {
                         input: input.clone(),
                         reason: e.to_string(),
                     })?;
+                // A concurrent pull may have committed the layer while we waited.
+                let exists = {
+                    let store = Arc::clone(&store);
+                    tokio::task::spawn_blocking(move || store.layer_exists(&layer_id))
+                        .await
+                        .map_err(|e| task_err("layer lookup", &input, e))??
+                };
+                if exists {
+                    return Ok(());
+                }
                 let (tx, forwarder) = match progress {
                     Some(out) => {
                         let (tx, mut rx) = mpsc::channel::<ProgressEvent>(64);
@@ -784,7 +797,12 @@ fn apply_one(
     if store.layer_exists(&id)? {
         return Ok(());
     }
-    let mut file: File = blobs.open_blob(blob_digest).map_err(blob_err(input))?;
+    let mut file: File = match blobs.open_blob(blob_digest) {
+        Ok(file) => file,
+        // A concurrent pull of the same layer committed it and dropped the blob meanwhile.
+        Err(BlobError::NotFound { .. }) if store.layer_exists(&id)? => return Ok(()),
+        Err(e) => return Err(blob_err(input)(e)),
+    };
     match store.create_layer(options, Some(&mut file)) {
         Ok((layer, _)) => {
             if layer.compressed_digest != blob_digest.to_string() {

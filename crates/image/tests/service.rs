@@ -275,6 +275,21 @@ fn podstore_pull_records_the_image_exactly_as_skopeo() {
     assert_eq!(ours.big_data_sizes, theirs.big_data_sizes);
     assert_eq!(ours.big_data_digests, theirs.big_data_digests);
     assert_eq!(ours.created, theirs.created);
+    // images.json is byte-identical.
+    assert_eq!(
+        String::from_utf8(
+            a.store
+                .raw_records_file(podstore_metadata::RecordKind::Image)
+                .unwrap()
+        )
+        .unwrap(),
+        String::from_utf8(
+            b.store
+                .raw_records_file(podstore_metadata::RecordKind::Image)
+                .unwrap()
+        )
+        .unwrap()
+    );
     let (la, lb) = (a.store.layers().unwrap(), b.store.layers().unwrap());
     assert_eq!(la.len(), fx.layers.len());
     for (x, y) in la.iter().zip(&lb) {
