@@ -4,7 +4,8 @@
 //! * [`ImageService`] (the seed's `ImageServer`), built from [`ImageServiceOptions`]
 //!   (`GetImageService`): [`ImageService::store`], [`ImageService::resolve_names`],
 //!   [`ImageService::list_images`], [`ImageService::image_status`],
-//!   [`ImageService::untag_image`], [`ImageService::pull_image`];
+//!   [`ImageService::untag_image`], [`ImageService::prepare_image`],
+//!   [`ImageService::pull_image`];
 //! * [`ImageResult`] (every field of the seed's `ImageResult`) and the pure computations behind
 //!   it in [`result`];
 //! * [`ImageError`]: the seed's error values as typed variants;
@@ -26,6 +27,6 @@ pub mod service;
 
 pub use error::{ImageError, Result};
 pub use lookup::{FoundImage, LocalReference, find_local_image, parse_local_reference};
-pub use pull::{PullEvent, PullOptions, PulledImage, layer_ids};
+pub use pull::{PreparedImage, PullEvent, PullOptions, PulledImage, layer_ids};
 pub use result::{ImageFacts, ImageResult};
 pub use service::{ImageService, ImageServiceOptions};

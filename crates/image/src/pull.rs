@@ -94,6 +94,24 @@ pub struct PulledImage {
     pub image_existed: bool,
 }
 
+/// A pull source opened without pulling (CRI-O's `PrepareImage`): its manifests and config,
+/// fetched and verified, so that the config digest can be compared with a local image's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedImage {
+    /// The name a pull would record (`None` for a layout without a destination name).
+    pub name: Option<String>,
+    /// The top-level manifest (an index for multi-arch images) digest.
+    pub top_digest: Digest,
+    /// The chosen image manifest's digest.
+    pub manifest_digest: Digest,
+    /// The image manifest's bytes.
+    pub manifest: Vec<u8>,
+    /// The config digest (its hex is the image ID a pull would create).
+    pub config_digest: Digest,
+    /// The config bytes.
+    pub config: Vec<u8>,
+}
+
 /// A parsed pull source.
 #[derive(Debug, Clone)]
 enum SourceRef {
@@ -427,6 +445,26 @@ impl ImageService {
             }
             Fetcher::Layout(layout) => read_layout_blob(layout, digest, MAX_DOCUMENT_BYTES, input),
         }
+    }
+
+    /// Opens a pull source without writing anything (CRI-O's `PrepareImage`): resolves `name`
+    /// as [`ImageService::pull_image`] does, fetches and verifies the top-level manifest, the
+    /// platform's image manifest and the config.
+    pub async fn prepare_image(&self, name: &str, options: &PullOptions) -> Result<PreparedImage> {
+        let (source, docker_name) = self.parse_source(name)?;
+        let selector = options
+            .platform
+            .clone()
+            .unwrap_or_else(PlatformSelector::host);
+        let src = self.open_source(name, &source, &selector).await?;
+        Ok(PreparedImage {
+            name: docker_name.or_else(|| options.destination_name.clone()),
+            top_digest: src.top_digest,
+            manifest_digest: src.manifest_digest,
+            manifest: src.manifest_bytes,
+            config_digest: src.config_digest,
+            config: src.config_bytes,
+        })
     }
 
     /// Pulls `name` into the store (CRI-O's `PullImage`): `docker://REF`, `oci:PATH[:NAME]`, or a

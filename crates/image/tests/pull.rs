@@ -360,3 +360,107 @@ fn podman_lists_the_pulled_image() {
     let names = images[0]["Names"].as_array().unwrap();
     assert_eq!(names[0], input);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_image_reads_without_writing() {
+    let env = new_env();
+    let svc = service_with(&env, |_| {});
+    let plain = registries().get(RegistryMode::Plain);
+    let fx = fixtures().image("busybox-v2s2").unwrap();
+    let prepared = svc
+        .prepare_image(
+            &plain.image_reference(&fx.registry_reference()),
+            &PullOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        prepared.config_digest.to_string(),
+        fx.config_digest.clone().unwrap()
+    );
+    assert_eq!(prepared.manifest_digest.to_string(), fx.manifest_digest);
+    assert_eq!(prepared.top_digest, prepared.manifest_digest);
+    let layout = svc
+        .prepare_image(
+            &fixtures().oci_reference("multiarch"),
+            &PullOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        layout.top_digest.to_string(),
+        fixtures().image("multiarch").unwrap().manifest_digest
+    );
+    assert_ne!(layout.top_digest, layout.manifest_digest);
+    // I34
+    assert!(matches!(
+        svc.prepare_image("", &PullOptions::default())
+            .await
+            .unwrap_err(),
+        ImageError::InvalidImageName { .. }
+    ));
+    // I37/I38: nothing listens on localhost:80 → an error, the store untouched
+    for input in [
+        "docker://localhost/busybox:latest",
+        "docker://localhost/busybox@sha256:2a03a6059f21e150ae84b0973863609494aad70f0a80eaeb64bddd8d92465812",
+    ] {
+        assert!(
+            svc.pull_image(input, &PullOptions::default())
+                .await
+                .is_err(),
+            "{input}"
+        );
+    }
+    assert!(env.store.images().unwrap().is_empty());
+    assert!(env.store.layers().unwrap().is_empty());
+}
+
+#[test]
+fn podstore_reports_a_podman_pulled_image_as_podman_does() {
+    let env = new_env();
+    let plain = registries().get(RegistryMode::Plain);
+    let fx = fixtures().image("multilayer").unwrap();
+    let reference = plain.image_reference(&fx.registry_reference());
+    let podman = |args: &[&str]| {
+        let out = Command::new("podman")
+            .arg("--root")
+            .arg(&env.root)
+            .arg("--runroot")
+            .arg(&env.run)
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .args(args)
+            .output()
+            .expect("running podman");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    podman(&["pull", "--quiet", "--tls-verify=false", &reference]);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&podman(&["images", "--format", "json"])).unwrap();
+    let theirs = &listed.as_array().unwrap()[0];
+    let svc = service_with(&env, |_| {});
+    let ours = svc.image_status(&reference).unwrap();
+    assert_eq!(theirs["Id"], ours.id);
+    assert_eq!(theirs["Digest"], ours.digest);
+    let mut their_digests: Vec<String> = theirs["RepoDigests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    their_digests.sort();
+    assert_eq!(their_digests, ours.repo_digests);
+    assert_eq!(theirs["Size"].as_u64(), ours.size);
+    assert_eq!(ours.repo_tags, vec![reference.clone()]);
+}
