@@ -464,3 +464,98 @@ fn podstore_reports_a_podman_pulled_image_as_podman_does() {
     assert_eq!(theirs["Size"].as_u64(), ours.size);
     assert_eq!(ours.repo_tags, vec![reference.clone()]);
 }
+
+/// Runs the containers-storage CLI's `shutdown` (drops overlay's self bind-mount) on drop.
+struct OverlayCleanup {
+    root: PathBuf,
+    run: PathBuf,
+}
+
+impl Drop for OverlayCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("containers-storage")
+            .arg("--graph")
+            .arg(&self.root)
+            .arg("--run")
+            .arg(&self.run)
+            .args(["--storage-driver", "overlay", "shutdown"])
+            .output();
+        let _ = Command::new("umount")
+            .arg(self.root.join("overlay"))
+            .output();
+    }
+}
+
+#[test]
+fn podman_runs_a_podstore_pulled_image_on_overlay() {
+    let dir = tempfile::Builder::new()
+        .prefix("podstore-image-overlay-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let (root, run, tmp) = (
+        dir.path().join("root"),
+        dir.path().join("run"),
+        dir.path().join("tmp"),
+    );
+    std::fs::create_dir_all(&tmp).unwrap();
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(&conf, "").unwrap();
+    let _cleanup = OverlayCleanup {
+        root: root.clone(),
+        run: run.clone(),
+    };
+    let plain = registries().get(RegistryMode::Plain);
+    let fx = fixtures().image("busybox").unwrap();
+    let reference = plain.image_reference(&fx.registry_reference());
+    {
+        let store = Arc::new(Store::open(&StoreOptions::new(&root, &run, "overlay")).unwrap());
+        let svc = ImageService::new(
+            store,
+            ImageServiceOptions {
+                registries_conf: Some(conf),
+                auth_file: Some(dir.path().join("none.json")),
+                ..ImageServiceOptions::default()
+            },
+        )
+        .unwrap();
+        let pulled = svc
+            .pull_image_blocking(&reference, &PullOptions::default())
+            .unwrap();
+        assert_eq!(pulled.id, fx.image_id().unwrap());
+    }
+    let out = Command::new("podman")
+        .arg("--root")
+        .arg(&root)
+        .arg("--runroot")
+        .arg(&run)
+        .arg("--tmpdir")
+        .arg(&tmp)
+        .args([
+            "--storage-driver",
+            "overlay",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ])
+        .args(["--runtime", "runc", "run", "--rm", "--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+        ])
+        .arg(&reference)
+        .args(["sh", "-c", "echo hi from $TESTKIT_IMAGE"])
+        .output()
+        .expect("running podman");
+    assert!(
+        out.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hi from busybox"
+    );
+}
