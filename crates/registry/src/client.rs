@@ -157,6 +157,7 @@ pub struct RegistryClient {
     credentials: Option<Credentials>,
     ping: OnceCell<PingInfo>,
     tokens: Mutex<HashMap<String, BearerToken>>,
+    warnings_seen: Mutex<std::collections::HashSet<String>>,
     permits: Arc<Semaphore>,
     pub(crate) options: ClientOptions,
 }
@@ -232,6 +233,7 @@ impl RegistryClient {
             credentials: endpoint.credentials.filter(|c| !c.is_empty()),
             ping: OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
+            warnings_seen: Mutex::new(std::collections::HashSet::new()),
             permits,
             options,
         })
@@ -537,6 +539,7 @@ impl RegistryClient {
                 .await
             {
                 Ok(response) => {
+                    self.log_warnings(response.headers());
                     let status = response.status();
                     if status == StatusCode::UNAUTHORIZED && attempt == 1 && extra_scope.is_none() {
                         if let Some(scope) = insufficient_scope(response.headers()) {
@@ -570,6 +573,23 @@ impl RegistryClient {
             tracing::info!(url = %url_text, attempt, error = %last_error, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
             backoff = backoff.saturating_mul(2).min(policy.max_backoff);
+        }
+    }
+
+    /// Logs `Warning: 299 - "text"` headers, once per distinct text per client.
+    fn log_warnings(&self, headers: &HeaderMap) {
+        for value in headers.get_all(header::WARNING) {
+            let Some(text) = value.to_str().ok().and_then(parse_warning_299) else {
+                continue;
+            };
+            let first = self
+                .warnings_seen
+                .lock()
+                .map(|mut seen| seen.insert(text.clone()))
+                .unwrap_or(false);
+            if first {
+                tracing::warn!(registry = %self.registry, "warning from registry: {text}");
+            }
         }
     }
 
@@ -935,6 +955,23 @@ fn insufficient_scope(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// The text of a `299 - "text"` warning (quoted-pairs unescaped); `None` for any other form,
+/// control characters, or anything after the closing quote.
+fn parse_warning_299(value: &str) -> Option<String> {
+    let quoted = value.strip_prefix("299 - \"")?;
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return chars.as_str().is_empty().then_some(out),
+            c if c.is_control() => return None,
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 /// Go's rule: keep `Authorization` when the new host equals the old one or is a subdomain of it.
 fn same_or_subdomain(new_host: &str, original: &str) -> bool {
     new_host == original || new_host.ends_with(&format!(".{original}"))
@@ -1155,6 +1192,21 @@ pub(crate) fn validate_repository(repository: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warning_header_table() {
+        let cases = [
+            (r#"299 - "deprecated API""#, Some("deprecated API")),
+            (r#"299 - "say \"hi\"""#, Some("say \"hi\"")),
+            (r#"299 - "trailing" junk"#, None),
+            (r#"199 - "other code""#, None),
+            (r#"299 - "unterminated"#, None),
+            ("299 - \"bell\u{7}\"", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_warning_299(input).as_deref(), want, "{input}");
+        }
+    }
 
     #[test]
     fn redirect_host_rule() {

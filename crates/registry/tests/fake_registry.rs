@@ -1287,3 +1287,41 @@ async fn external_urls_first_without_credentials() {
     assert_eq!(sink.get(&digest).unwrap(), data);
     assert_eq!(server.requests_to("/v2/x/y/blobs/").len(), 1);
 }
+
+#[tokio::test]
+async fn expired_tokens_are_fetched_again_and_valid_ones_reused() {
+    let m = image_manifest(&Digest::sha256_of(b"c"), &Digest::sha256_of(b"l"));
+    for (issued_at, expected_token_requests) in [("2000-01-01T00:00:00Z", 3), ("", 1)] {
+        let body = m.clone();
+        let server = serve(move |r| {
+            let challenge = format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"svc\"",
+                r.port
+            );
+            match r.path() {
+                "/v2/" => Reply::new(401).header("WWW-Authenticate", &challenge),
+                "/token" if issued_at.is_empty() => {
+                    Reply::new(200).json(r#"{"token":"t","expires_in":300}"#)
+                }
+                "/token" => Reply::new(200).json(&format!(
+                    r#"{{"token":"t","expires_in":300,"issued_at":"{issued_at}"}}"#
+                )),
+                _ if r.header("authorization") == Some("Bearer t") => Reply::new(200)
+                    .header("Content-Type", OCI_MANIFEST)
+                    .header("Warning", "299 - \"this registry is deprecated\"")
+                    .bytes(body.clone()),
+                _ => Reply::new(401).header("WWW-Authenticate", &challenge),
+            }
+        })
+        .await;
+        let c = client(&server.host());
+        for _ in 0..3 {
+            c.get_manifest("a/b", &tag("t")).await.unwrap();
+        }
+        assert_eq!(
+            server.requests_to("/token").len(),
+            expected_token_requests,
+            "issued_at {issued_at:?}"
+        );
+    }
+}
