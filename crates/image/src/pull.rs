@@ -275,15 +275,9 @@ impl ImageService {
                     source: Box::new(source),
                 }
             })?;
-            if reference.tag().is_some() && reference.digest().is_some() {
-                return Err(ImageError::InvalidImageName {
-                    input: input.to_owned(),
-                    reason:
-                        "Docker references with both a tag and digest are currently not supported"
-                            .to_owned(),
-                });
-            }
-            let reference = reference.tag_or_latest();
+            // `name:tag@digest` is pulled by digest and recorded as `name@digest`, as podman does
+            // (containers/image's docker transport itself refuses it).
+            let reference = reference.without_tag_if_digested().tag_or_latest();
             let name = reference.to_string();
             return Ok((SourceRef::Docker(reference), Some(name)));
         }

@@ -95,18 +95,20 @@ impl ImageService {
             }
         }
         let insecure = InsecureRegistries::new(&options.insecure_registries);
-        let registries = Registries::new(podstore_registry::RegistriesConfig {
-            options: options.client_options.clone(),
-            cert_dirs: match &options.cert_dir {
-                Some(dir) => CertDirs::Fixed(dir.clone()),
-                None => CertDirs::default(),
-            },
-            auth_files: match &options.auth_file {
-                Some(file) => AuthFiles::explicit(file.clone()),
-                None => AuthFiles::from_env(),
-            },
-            explicit_credentials: None,
-        });
+        // The access configuration is built field by field (its type is inferred from
+        // `Registries::new`), so this code does not depend on the type's name.
+        let mut access = Registries::new(Default::default()).config().clone();
+        access.options = options.client_options.clone();
+        access.cert_dirs = match &options.cert_dir {
+            Some(dir) => CertDirs::Fixed(dir.clone()),
+            None => CertDirs::default(),
+        };
+        access.auth_files = match &options.auth_file {
+            Some(file) => AuthFiles::explicit(file.clone()),
+            None => AuthFiles::from_env(),
+        };
+        access.explicit_credentials = None;
+        let registries = Registries::new(access);
         Ok(ImageService {
             store,
             options,

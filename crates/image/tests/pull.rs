@@ -82,6 +82,28 @@ async fn pull_by_tag_by_digest_and_formats() {
         ("busybox-v2s2", false),
         ("multilayer", true),
     ];
+    // name:tag@digest is pulled by digest and recorded without the tag
+    {
+        let fx = fixtures().image("small-02").unwrap();
+        let reference = plain.image_reference(&fx.registry_reference());
+        let input = format!("{reference}@{}", fx.manifest_digest);
+        let pulled = svc
+            .pull_image(&input, &PullOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(pulled.id, fx.image_id().unwrap());
+        let repo = reference.rsplit_once(':').unwrap().0;
+        assert_eq!(pulled.name, Some(format!("{repo}@{}", fx.manifest_digest)));
+        // a digest that is not the tag's manifest fails verification, nothing written
+        let wrong = format!("{reference}@sha256:{}", "0".repeat(64));
+        let before = env.store.images().unwrap().len();
+        assert!(
+            svc.pull_image(&wrong, &PullOptions::default())
+                .await
+                .is_err()
+        );
+        assert_eq!(env.store.images().unwrap().len(), before);
+    }
     for (tag, by_digest) in cases {
         let fx = fixtures().image(tag).unwrap();
         let reference = fx.registry_reference();
