@@ -107,7 +107,7 @@ impl PullSource {
         })
     }
 
-    /// The pull sources for `RegistriesConfig::pull_sources(reference)`, in order.
+    /// The pull sources for `podstore_reference::RegistriesConfig::pull_sources(reference)`, in order.
     pub fn from_endpoints(endpoints: &[Endpoint]) -> Result<Vec<PullSource>> {
         endpoints.iter().map(PullSource::from_endpoint).collect()
     }
@@ -125,7 +125,7 @@ impl PullSource {
 
 /// Configuration of a [`Registries`] factory.
 #[derive(Debug, Clone, Default)]
-pub struct RegistriesConfig {
+pub struct AccessConfig {
     /// Client tunables.
     pub options: ClientOptions,
     /// Where certs.d directories are.
@@ -140,7 +140,7 @@ pub struct RegistriesConfig {
 /// Builds registry clients and resolves pull sources.
 #[derive(Debug)]
 pub struct Registries {
-    config: RegistriesConfig,
+    config: AccessConfig,
     semaphores: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -185,7 +185,7 @@ impl Resolved {
 
 impl Registries {
     /// A factory with this configuration.
-    pub fn new(config: RegistriesConfig) -> Registries {
+    pub fn new(config: AccessConfig) -> Registries {
         Registries {
             config,
             semaphores: Mutex::new(HashMap::new()),
@@ -193,7 +193,7 @@ impl Registries {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &RegistriesConfig {
+    pub fn config(&self) -> &AccessConfig {
         &self.config
     }
 

@@ -83,7 +83,7 @@ pub use client::{
     ClientOptions, EndpointConfig, Manifest, ManifestTarget, RegistryClient, RetryPolicy,
 };
 pub use credentials::AuthFiles;
-pub use endpoint::{ImageLocation, PullSource, Registries, RegistriesConfig, Resolved};
+pub use endpoint::{AccessConfig, ImageLocation, PullSource, Registries, Resolved};
 pub use error::{RegistryError, Result};
 pub use media::ManifestKind;
 pub use platform::{IndexEntry, Platform, PlatformSelector};

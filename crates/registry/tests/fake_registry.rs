@@ -13,9 +13,9 @@ use fake::{Auth, Body, Fault, Registry, Reply, blob_reply, serve};
 use podstore_reference::Digest;
 use podstore_registry::media::{self, OCI_INDEX, OCI_MANIFEST};
 use podstore_registry::{
-    AuthFiles, BlobRef, CertDirs, ClientOptions, Credentials, EndpointConfig, ImageLocation,
-    ManifestKind, ManifestTarget, MemorySink, PlatformSelector, ProgressState, PullSource,
-    Registries, RegistriesConfig, RegistryClient, RegistryError, RetryPolicy,
+    AccessConfig, AuthFiles, BlobRef, CertDirs, ClientOptions, Credentials, EndpointConfig,
+    ImageLocation, ManifestKind, ManifestTarget, MemorySink, PlatformSelector, ProgressState,
+    PullSource, Registries, RegistryClient, RegistryError, RetryPolicy,
 };
 
 fn options() -> ClientOptions {
@@ -837,7 +837,7 @@ async fn index_platform_selection() {
         assert_eq!(top.kind, ManifestKind::OciIndex);
         assert_eq!(&inst.digest, want, "{arch}/{variant}");
     }
-    let registries = Registries::new(RegistriesConfig {
+    let registries = Registries::new(AccessConfig {
         options: options(),
         cert_dirs: CertDirs::PerHost(vec![]),
         auth_files: AuthFiles::none(),
@@ -872,7 +872,7 @@ async fn mirrors_in_order_then_primary() {
     let empty = Registry::new(Auth::None);
     let mirror_empty = serve(move |r| empty.handle(r)).await;
     let primary = serve(move |r| with.handle(r)).await;
-    let registries = Registries::new(RegistriesConfig {
+    let registries = Registries::new(AccessConfig {
         options: options(),
         cert_dirs: CertDirs::PerHost(vec![]),
         auth_files: AuthFiles::none(),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use podstore_blobstore::BlobStore;
 use podstore_reference::{Digest, Reference};
 use podstore_registry::{
-    AuthFiles, BlobRef, CertDirs, ClientOptions, Credentials, ImageLocation, ManifestKind,
-    ManifestTarget, PlatformSelector, PullSource, Registries, RegistriesConfig, RegistryError,
+    AccessConfig, AuthFiles, BlobRef, CertDirs, ClientOptions, Credentials, ImageLocation,
+    ManifestKind, ManifestTarget, PlatformSelector, PullSource, Registries, RegistryError,
     RetryPolicy,
 };
 use podstore_testkit::fixtures::{FixtureSet, ImageFixture};
@@ -35,7 +35,7 @@ fn options() -> ClientOptions {
 }
 
 fn registries(auth_files: AuthFiles, cert_dirs: CertDirs) -> Registries {
-    Registries::new(RegistriesConfig {
+    Registries::new(AccessConfig {
         options: options(),
         cert_dirs,
         auth_files,
@@ -236,7 +236,7 @@ async fn basic_auth_with_auth_file_and_wrong_password() {
     );
 
     // Explicit credentials go to their own host only.
-    let explicit = Registries::new(RegistriesConfig {
+    let explicit = Registries::new(AccessConfig {
         options: options(),
         cert_dirs: CertDirs::PerHost(vec![]),
         auth_files: AuthFiles::none(),
