@@ -89,3 +89,123 @@ async fn eight_parallel_pulls_of_overlapping_images() {
     // podstore's own listing agrees
     assert_eq!(svc.list_images("").unwrap().len(), 8);
 }
+
+/// Child side of [`two_processes_pull_the_same_image`]: runs only when the parent sets
+/// `PODSTORE_IMAGE_CHILD_STORE`; pulls `PODSTORE_IMAGE_CHILD_REF` and prints how many blobs it
+/// downloaded itself.
+#[test]
+#[ignore = "run by two_processes_pull_the_same_image"]
+fn child_pull() {
+    let Ok(root) = std::env::var("PODSTORE_IMAGE_CHILD_STORE") else {
+        return;
+    };
+    let input = std::env::var("PODSTORE_IMAGE_CHILD_REF").unwrap();
+    let root = std::path::PathBuf::from(root);
+    let store = Arc::new(
+        Store::open(&StoreOptions::new(
+            root.join("root"),
+            root.join("run"),
+            "vfs",
+        ))
+        .unwrap(),
+    );
+    let svc = ImageService::new(
+        store,
+        ImageServiceOptions {
+            registries_conf: Some(root.join("registries.conf")),
+            auth_file: Some(root.join("none.json")),
+            keep_compressed_blobs: true,
+            ..ImageServiceOptions::default()
+        },
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 16);
+    let pulled = runtime
+        .block_on(svc.pull_image(
+            &input,
+            &PullOptions {
+                progress: Some(tx),
+                ..PullOptions::default()
+            },
+        ))
+        .unwrap();
+    let mut downloaded = 0;
+    while let Ok(event) = rx.try_recv() {
+        if let PullEvent::Download(e) = event
+            && e.state == ProgressState::Committed
+        {
+            downloaded += 1;
+        }
+    }
+    println!("CHILD-RESULT {} {downloaded}", pulled.id);
+}
+
+#[test]
+fn two_processes_pull_the_same_image() {
+    let dir = tempfile::Builder::new()
+        .prefix("podstore-image-xproc-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    std::fs::write(dir.path().join("registries.conf"), "").unwrap();
+    // create the store once so both children open an existing one
+    drop(
+        Store::open(&StoreOptions::new(
+            dir.path().join("root"),
+            dir.path().join("run"),
+            "vfs",
+        ))
+        .unwrap(),
+    );
+    let fixtures = FixtureSet::shared().unwrap();
+    let plain = RegistrySet::shared().unwrap().get(RegistryMode::Plain);
+    let fx = fixtures.image("multilayer").unwrap();
+    let input = format!(
+        "docker://{}",
+        plain.image_reference(&fx.registry_reference())
+    );
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_pull", "--ignored", "--nocapture"])
+                .env("PODSTORE_IMAGE_CHILD_STORE", dir.path())
+                .env("PODSTORE_IMAGE_CHILD_REF", &input)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect::<Vec<_>>();
+    // both run at once; collect afterwards
+    let children: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut downloaded = 0;
+    for out in children {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "child: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CHILD-RESULT "))
+            .unwrap_or_else(|| panic!("no result in {stdout}"));
+        let (id, count) = line.split_once(' ').unwrap();
+        assert_eq!(id, fx.image_id().unwrap());
+        downloaded += count.parse::<usize>().unwrap();
+    }
+    // every blob was downloaded by exactly one of the two processes
+    assert_eq!(downloaded, fx.layers.len());
+    let store = Store::open(&StoreOptions::new(
+        dir.path().join("root"),
+        dir.path().join("run"),
+        "vfs",
+    ))
+    .unwrap();
+    assert_eq!(store.images().unwrap().len(), 1);
+    assert_eq!(store.layers().unwrap().len(), fx.layers.len());
+}
