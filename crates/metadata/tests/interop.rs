@@ -344,6 +344,30 @@ fn podstore_writes_are_listed_by_the_tools(driver: &'static str) {
 
     // Mount counts are shared with containers/storage.
     let p1 = store.mount("ours", &MountOptions::default()).unwrap();
+    assert_eq!(store.mount_count("ours").unwrap(), 1);
+    // podman mounts the external container on top of our mount: same path, count 2.
+    let podman_path = run_stdout(s.podman().args(["mount", &c.id]));
+    assert_eq!(podman_path.trim(), p1.to_str().unwrap());
+    assert_eq!(
+        store.mount_count("ours").unwrap(),
+        2,
+        "podstore sees podman's mount"
+    );
+    let listed = run_stdout(s.podman().args(["mount"]));
+    assert!(
+        listed.contains(&c.id[..12]),
+        "podman mount lists ours: {listed}"
+    );
+    run(s.podman().args(["umount", &c.id]));
+    assert_eq!(
+        store.mount_count("ours").unwrap(),
+        1,
+        "podman's unmount left ours"
+    );
+    assert!(
+        p1.join("etc/hello").is_file(),
+        "still mounted after podman's umount"
+    );
     let p2 = store.mount(&c.id, &MountOptions::default()).unwrap();
     assert_eq!(p1, p2);
     assert_eq!(store.mount_count("ours").unwrap(), 2);
@@ -368,6 +392,12 @@ fn podstore_writes_are_listed_by_the_tools(driver: &'static str) {
     );
     assert!(!store.unmount("ours", false).unwrap());
     assert_eq!(store.mount_count("ours").unwrap(), 0);
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !info.contains(p1.to_str().unwrap()),
+        "still mounted at {}",
+        p1.display()
+    );
 
     // Deleting is seen by the tools; the image in use cannot go.
     assert!(matches!(

@@ -475,3 +475,28 @@ fn in_process_stores_see_each_others_writes() {
     b.delete_layer("ln").unwrap();
     assert!(matches!(a.layer(&l1.id), Err(Error::LayerUnknown { .. })));
 }
+
+#[test]
+fn store_is_shareable_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<podstore_metadata::Store>();
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let store = &store;
+            scope.spawn(move || {
+                for i in 0..10 {
+                    store
+                        .create_image(ImageOptions {
+                            names: vec![format!("t{t}-{i}")],
+                            ..ImageOptions::default()
+                        })
+                        .unwrap();
+                    store.images().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.images().unwrap().len(), 40);
+}
