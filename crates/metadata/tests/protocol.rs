@@ -500,3 +500,66 @@ fn store_is_shareable_between_threads() {
     });
     assert_eq!(store.images().unwrap().len(), 40);
 }
+
+/// Child half of `storage_conf_is_found_like_podman`: prints the options podman would use.
+#[test]
+#[ignore = "helper process for the storage.conf test"]
+fn child_print_options() {
+    if std::env::var_os("PODSTORE_CHILD_PRINT").is_none() {
+        return;
+    }
+    let o = podstore_metadata::StoreOptions::from_environment().unwrap();
+    println!(
+        "OPTIONS {} {} {} {}",
+        o.driver_name,
+        o.graph_root.display(),
+        o.run_root.display(),
+        o.driver_options.join(",")
+    );
+}
+
+#[test]
+fn storage_conf_is_found_like_podman() {
+    let dir = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
+    let conf = dir.path().join("storage.conf");
+    fs::write(
+        &conf,
+        "[storage]\ndriver = \"overlay2\"\ngraphroot = \"/g\"\nrunroot = \"/r\"\n[storage.options.overlay]\nmountopt = \"nodev\"\n",
+    )
+    .unwrap();
+    let table: &[(&[(&str, &str)], &str)] = &[
+        (&[], "OPTIONS overlay /g /r overlay.mountopt=nodev"),
+        (
+            &[("STORAGE_DRIVER", "vfs")],
+            "OPTIONS vfs /g /r overlay.mountopt=nodev",
+        ),
+        (
+            &[("STORAGE_OPTS", "overlay.mountopt=nosuid")],
+            "OPTIONS overlay /g /r overlay.mountopt=nosuid",
+        ),
+    ];
+    for (env, want) in table {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "child_print_options",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env("PODSTORE_CHILD_PRINT", "1")
+        .env("CONTAINERS_STORAGE_CONF", &conf)
+        .env_remove("STORAGE_DRIVER")
+        .env_remove("STORAGE_OPTS");
+        for (k, v) in *env {
+            cmd.env(k, v);
+        }
+        let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("OPTIONS"))
+            .unwrap_or_default();
+        assert_eq!(line, *want, "env {env:?}");
+    }
+}
