@@ -319,7 +319,7 @@ fn big_layer_tar(mib: usize) -> Vec<u8> {
 fn layers_lock_hold_during_extraction_is_measured() {
     let s = Scratch::new("vfs");
     let store = s.open();
-    let tar = big_layer_tar(32);
+    let tar = big_layer_tar(16);
     let started = std::time::Instant::now();
     let (layer, stats, reader_wait) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
@@ -361,9 +361,10 @@ fn layers_lock_hold_during_extraction_is_measured() {
     eprintln!("MEASURE: a containers-storage `layers` started mid-extraction took {reader_wait:?}");
     assert_eq!(layer.uncompressed_size, tar.len() as i64);
     eprintln!(
-        "MEASURE: 32 MiB plain layer on tmpfs (vfs): layers.lock held {:?} of {:?} total",
+        "MEASURE: 16 MiB plain layer on tmpfs (vfs): layers.lock held {:?} of {:?} total",
         stats.layers_lock_held, total
     );
+    store.delete_layer(&layer.id).unwrap();
     let staged = store.stage_blob(&mut &tar[..]).unwrap();
     let (_, stats2) = store
         .create_layer_from_staged(
