@@ -29,7 +29,7 @@
 //! - storage.conf lookup and keys for root (driver, graphroot, runroot, mountopt, remap-*).
 //!
 //! Not supported yet: per-container ID mappings and auto-userns (only store-wide maps are
-//! recorded); layer big data (kept on rewrite, no API); `mapped-layers` creation; additional
+//! recorded); `mapped-layers` creation; additional
 //! (read-only) image stores; `Volatile`/`MountOpts` container flags at mount time; HEAD's
 //! volatile/transient files; rootless storage.conf paths; layers from a template or diffs of
 //! container layers without tar-split (`Diff` needs tar-split); the overlay driver's

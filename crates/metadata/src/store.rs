@@ -905,6 +905,40 @@ impl Store {
         Ok(layer)
     }
 
+    /// Stores a layer big-data item in `<driver>-layers/<id>/`; layers record only the key.
+    pub fn set_layer_big_data(&self, key: &str, item_key: &str, data: &[u8]) -> Result<()> {
+        big_data_file_name(item_key)?;
+        let g = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&g)?;
+        let i = find_index(&st.layers, key, RecordKind::Layer)?;
+        let dir = self.layers_dir.join(&st.layers[i].id);
+        self.write_big_data_file(&dir, item_key, data)?;
+        if !st.layers[i].big_data_names.iter().any(|k| k == item_key) {
+            st.layers[i].big_data_names.push(item_key.to_owned());
+            self.save_layers(&g, &st)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a layer big-data item.
+    pub fn layer_big_data(&self, key: &str, item_key: &str) -> Result<Vec<u8>> {
+        let (_g, st) = self.load_layers_for_read()?;
+        let i = find_index(&st.layers, key, RecordKind::Layer)?;
+        let layer = &st.layers[i];
+        if !layer.big_data_names.iter().any(|k| k == item_key) {
+            return Err(Error::BigDataUnknown {
+                kind: RecordKind::Layer,
+                id: layer.id.clone(),
+                key: item_key.to_owned(),
+            });
+        }
+        let path = self
+            .layers_dir
+            .join(&layer.id)
+            .join(big_data_file_name(item_key)?);
+        fs::read(&path).map_err(|e| io_err("reading big data", &path, e))
+    }
+
     /// Deletes a layer that no layer, image or container uses. It is unmounted first.
     pub fn delete_layer(&self, key: &str) -> Result<()> {
         let g = self.layers.lock().write()?;

@@ -472,7 +472,17 @@ fn in_process_stores_see_each_others_writes() {
         b.delete_layer(&c.layer),
         Err(Error::LayerInUse { .. })
     ));
+    b.set_layer_big_data("ln", "some-key", b"layer data")
+        .unwrap();
+    assert_eq!(a.layer_big_data(&l1.id, "some-key").unwrap(), b"layer data");
+    assert_eq!(a.layer("ln").unwrap().big_data_names, vec!["some-key"]);
+    let big_dir = s.root().join(format!("vfs-layers/{}", l1.id));
+    assert!(big_dir.join("=c29tZS1rZXk=").is_file());
     b.delete_layer("ln").unwrap();
+    assert!(
+        !big_dir.exists(),
+        "layer big data is removed with the layer"
+    );
     assert!(matches!(a.layer(&l1.id), Err(Error::LayerUnknown { .. })));
 }
 
