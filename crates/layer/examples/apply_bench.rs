@@ -102,6 +102,21 @@ fn sh(script: &str) {
     assert!(status.success(), "{script}");
 }
 
+/// CPU seconds (user+system) of this process and of its waited-for children, from
+/// /proc/self/stat (clock ticks of 10 ms).
+fn cpu_times() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<f64> = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // after the state field (index 0): utime=11, stime=12, cutime=13, cstime=14
+    (
+        (fields[11] + fields[12]) / 100.0,
+        (fields[13] + fields[14]) / 100.0,
+    )
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -190,12 +205,20 @@ fn main() {
         ("gzip", &gz, gz_size, "gzip"),
         ("zstd", &zst, zst_size, "zstd -q"),
     ] {
+        let c0 = cpu_times();
         let t_tool = median(
             (0..runs)
                 .map(|_| tool(shm.path(), blob, decompress))
                 .collect(),
         );
+        let c1 = cpu_times();
         let t_ours = median((0..runs).map(|_| ours(shm.path(), blob, true)).collect());
+        let c2 = cpu_times();
+        println!(
+            "{label}: CPU seconds per run (user+sys, all threads/processes): tool pipeline {:.2}, podstore {:.2}",
+            (c1.1 - c0.1) / runs as f64,
+            (c2.0 - c1.0) / runs as f64
+        );
         writeln!(
             out,
             "{label}: {decompress} -dc | tar -x: {:>7.0} ms ({:.0} MiB/s of tar)   podstore apply_tar: {:>7.0} ms ({:.0} MiB/s)   ratio {:.2}  (compressed {:.0} MiB/s)",
