@@ -75,6 +75,9 @@ impl LockFile {
     pub fn open(path: &Path) -> Result<LockFile, Error> {
         // Make sure the file exists now so errors surface at open time.
         open_lock_file(path)?;
+        // One gate per file, however it is named (POSIX locks are per process and inode).
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let path = canonical.as_path();
         let mut reg = lock_poison(registry());
         if let Some(existing) = reg.get(path).and_then(Weak::upgrade) {
             return Ok(LockFile { shared: existing });
