@@ -90,6 +90,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "jq",
     "attr",
     "curl",
+    "python3",
 ];
 
 fn package_installed(name: &str) -> bool {
