@@ -631,6 +631,18 @@ impl<'m> Applier<'m> {
                     AtFlags::empty(),
                 )
                 .map_err(err("hardlink"))?;
+                // like containers/storage, the link header's owner, xattrs, mode and times are
+                // applied to the (shared) inode, except mode and times on a symlink
+                let linked = rustix::fs::statat(parent_fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(err("stat hardlink"))?;
+                let symlink = FileType::from_raw_mode(linked.st_mode as _) == FileType::Symlink;
+                self.set_meta_at(parent_fd, name, header, uid, gid, &entry, symlink)?;
+                if !symlink {
+                    rustix::fs::chmodat(parent_fd, name, mode, AtFlags::empty())
+                        .map_err(err("chmod"))?;
+                    rustix::fs::utimensat(parent_fd, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(err("set times"))?;
+                }
             }
             EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
                 let (kind, dev) = match header.kind {

@@ -142,3 +142,127 @@ fn tar_split_identical_to_containers_storage() {
         );
     }
 }
+
+/// Runs `containers-storage shutdown` on drop (the overlay driver bind-mounts its home).
+struct Shutdown(std::path::PathBuf);
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        let _ = Command::new("containers-storage")
+            .args([
+                "--graph",
+                self.0.join("graph").to_str().unwrap(),
+                "--run",
+                self.0.join("run").to_str().unwrap(),
+            ])
+            .args(["--storage-driver", "overlay", "shutdown"])
+            .output();
+    }
+}
+
+#[test]
+fn overlay_diff_identical_to_containers_storage() {
+    if Command::new("containers-storage")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("containers-storage CLI not installed: skipping");
+        return;
+    }
+    let tmp = shm_tempdir();
+    let _shutdown = Shutdown(tmp.path().to_path_buf());
+    let mut w = TarWriter::new(Format::Pax);
+    w.add(Entry::dir("etc/"));
+    w.add(Entry::file("etc/.wh.passwd", b"").owner(3, 4));
+    w.add(Entry::dir("opt/").mode(0o750));
+    w.add(Entry::file("opt/.wh..wh..opq", b""));
+    w.add(
+        Entry::file("opt/new", b"new\n")
+            .mode(0o4711)
+            .owner(1000, 1000),
+    );
+    w.add(Entry::file("implicit/dir/file", b"x\n"));
+    w.add(Entry::hardlink("opt/link", "opt/new"));
+    w.add(Entry::symlink("opt/sym", "/etc/passwd"));
+    w.add(Entry::chardev("dev-null", 1, 3));
+    let tar = w.finish();
+
+    let mut child = Command::new("containers-storage")
+        .args([
+            "--graph",
+            tmp.path().join("graph").to_str().unwrap(),
+            "--run",
+            tmp.path().join("run").to_str().unwrap(),
+        ])
+        .args(["--storage-driver", "overlay", "import-layer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("graph/overlay-layers/layers.json")).unwrap(),
+    )
+    .unwrap();
+    let their_id = layers[0]["id"].as_str().unwrap().to_owned();
+    let theirs = tmp.path().join("graph/overlay").join(&their_id);
+
+    let overlay =
+        podstore_layer::Overlay::new(tmp.path().join("ours/overlay"), Default::default()).unwrap();
+    let id = "a".repeat(64);
+    overlay
+        .create(&id, None, &CreateOptions::default())
+        .unwrap();
+    overlay
+        .apply_diff(
+            &id,
+            None,
+            &mut &tar[..],
+            &mut Vec::new(),
+            &ApplyOptions {
+                no_sync: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let ours = tmp.path().join("ours/overlay").join(&id);
+
+    let mut a = common::snapshot(&theirs.join("diff"));
+    let mut b = common::snapshot(&ours.join("diff"));
+    // containers/storage creates implicit parents with the process umask applied to 0777;
+    // compare everything else exactly
+    for snap in [&mut a, &mut b] {
+        for (_, node) in snap.iter_mut() {
+            node.mtime = (0, 0);
+        }
+    }
+    assert_eq!(b, a, "overlay diff/ differs from containers/storage's");
+    // per-layer files and modes
+    let mode = |p: std::path::PathBuf| {
+        std::os::unix::fs::MetadataExt::mode(&std::fs::symlink_metadata(p).unwrap()) & 0o7777
+    };
+    for name in ["", "diff", "work", "empty", "link"] {
+        assert_eq!(
+            mode(ours.join(name)),
+            mode(theirs.join(name)),
+            "mode of {name:?}"
+        );
+    }
+    assert_eq!(
+        mode(tmp.path().join("ours/overlay/l")),
+        mode(tmp.path().join("graph/overlay/l"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("ours/overlay/.has-mount-program")).unwrap(),
+        std::fs::read_to_string(tmp.path().join("graph/overlay/.has-mount-program")).unwrap()
+    );
+}
