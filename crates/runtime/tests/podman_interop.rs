@@ -1,0 +1,160 @@
+//! Interop: `podman ps --external` lists the sandbox and container podstore created (it reads
+//! podstore's `containers.json`), and podstore deletes a container made by `podman create`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use podstore_image::{ImageService, ImageServiceOptions, PullOptions};
+use podstore_metadata::{Store, StoreOptions};
+use podstore_runtime::{ContainerRequest, PodSandboxRequest, RuntimeService};
+use podstore_testkit::fixtures::FixtureSet;
+
+fn podman(root: &Path, run: &Path, tmp: &Path, args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .arg("--root")
+        .arg(root)
+        .arg("--runroot")
+        .arg(run)
+        .arg("--tmpdir")
+        .arg(tmp)
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
+    let dir = tempfile::Builder::new()
+        .prefix("podstore-runtime-podman-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let (root, run, tmp) = (
+        dir.path().join("root"),
+        dir.path().join("run"),
+        dir.path().join("tmp"),
+    );
+    std::fs::create_dir_all(&tmp).unwrap();
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(&conf, "").unwrap();
+    let store = Arc::new(Store::open(&StoreOptions::new(&root, &run, "vfs")).unwrap());
+    let images = ImageService::new(
+        Arc::clone(&store),
+        ImageServiceOptions {
+            registries_conf: Some(conf),
+            auth_file: Some(dir.path().join("no-auth.json")),
+            ..ImageServiceOptions::default()
+        },
+    )
+    .unwrap();
+    let image_id = images
+        .pull_image_blocking(
+            &FixtureSet::shared().unwrap().oci_reference("busybox"),
+            &PullOptions {
+                destination_name: Some("localhost/podstore/busybox:latest".into()),
+                ..PullOptions::default()
+            },
+        )
+        .unwrap()
+        .id;
+    let runtime = RuntimeService::new(images).with_selinux(false);
+    let sandbox = runtime
+        .create_pod_sandbox(&PodSandboxRequest {
+            pod_name: "pod".into(),
+            pod_id: "a".repeat(64),
+            image_name: "localhost/podstore/busybox:latest".into(),
+            container_name: "infra".into(),
+            ..PodSandboxRequest::default()
+        })
+        .unwrap();
+    let container = runtime
+        .create_container(&ContainerRequest {
+            pod_name: "pod".into(),
+            pod_id: "a".repeat(64),
+            image_id: image_id.clone(),
+            container_name: "app".into(),
+            container_id: "b".repeat(64),
+            ..ContainerRequest::default()
+        })
+        .unwrap();
+
+    let listed: serde_json::Value = serde_json::from_str(&podman(
+        &root,
+        &run,
+        &tmp,
+        &["ps", "--all", "--external", "--format", "json"],
+    ))
+    .unwrap();
+    let listed = listed.as_array().unwrap();
+    for (id, name) in [(&sandbox.id, "infra"), (&container.id, "app")] {
+        let entry = listed
+            .iter()
+            .find(|c| c["Id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} not in {listed:?}"));
+        assert_eq!(entry["Names"][0], name, "{entry}");
+        assert_eq!(entry["ImageID"], image_id.as_str(), "{entry}");
+        assert_eq!(entry["IsInfra"], false, "{entry}");
+    }
+    assert_eq!(listed.len(), 2);
+
+    // a container podman made: its metadata (libpod's keys) decodes, is not CRI-O's, and podstore
+    // deletes it
+    let podman_id = podman(
+        &root,
+        &run,
+        &tmp,
+        &["create", "--name", "from-podman", &image_id, "true"],
+    );
+    let podman_id = podman_id.trim();
+    let md = runtime.get_container_metadata(podman_id).unwrap();
+    assert_eq!(md.container_name, "from-podman");
+    assert!(!md.is_crio_container(), "{md:?}");
+    let layer = store.container(podman_id).unwrap().layer;
+    runtime.delete_container("from-podman").unwrap();
+    assert!(!store.layer_exists(&layer).unwrap());
+    // the containers-storage CLI sees the store without it (podman's own database still
+    // remembers its container; podman drops it with rm, which tolerates the missing storage)
+    let out = Command::new("containers-storage")
+        .arg("--graph")
+        .arg(&root)
+        .arg("--run")
+        .arg(&run)
+        .args(["--storage-driver", "vfs", "containers", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["a".repeat(64), "b".repeat(64)]);
+    podman(&root, &run, &tmp, &["rm", "--force", "from-podman"]);
+
+    // podman removes podstore's container too
+    podman(&root, &run, &tmp, &["rm", "--force", &container.id]);
+    assert!(store.container(&container.id).is_err());
+    runtime.remove_pod_sandbox(&sandbox.id).unwrap();
+}
