@@ -1,0 +1,187 @@
+//! How results are printed: human-readable sizes, the `images` table (REPOSITORY, TAG,
+//! IMAGE ID, SIZE) and the destination name podman gives an `oci:` layout pull.
+
+use podstore_image::ImageResult;
+
+/// A size in decimal units with three significant digits, as podman prints it
+/// (`512 B`, `4.27 MB`, `1.2 GB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    // Precision loss above 2^53 bytes is irrelevant for three significant digits.
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 999.5 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let digits = if value >= 99.95 {
+        0
+    } else if value >= 9.995 {
+        1
+    } else {
+        2
+    };
+    let mut text = format!("{value:.digits$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{text} {}", UNITS[unit])
+}
+
+/// Splits a stored name into repository and tag (`<none>` when it has none).
+pub fn split_repository_tag(name: &str) -> (String, String) {
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[last_slash..].rfind(':') {
+        Some(i) => (
+            name[..last_slash + i].to_owned(),
+            name[last_slash + i + 1..].to_owned(),
+        ),
+        None => (name.to_owned(), "<none>".to_owned()),
+    }
+}
+
+/// The rows of the `images` table: one per tag, or one `<none>` row for an untagged image
+/// (its repository is `<PreviousName>` when it has one, as podman shows dangling images).
+pub fn image_rows(images: &[ImageResult]) -> Vec<[String; 4]> {
+    let mut rows = Vec::new();
+    for image in images {
+        let id: String = image.id.chars().take(12).collect();
+        let size = image.size.map_or_else(|| "-".to_owned(), human_size);
+        if image.repo_tags.is_empty() {
+            let repository = if image.previous_name.is_empty() {
+                "<none>".to_owned()
+            } else {
+                image.previous_name.clone()
+            };
+            rows.push([repository, "<none>".to_owned(), id, size]);
+            continue;
+        }
+        for tag in &image.repo_tags {
+            let (repository, tag) = split_repository_tag(tag);
+            rows.push([repository, tag, id.clone(), size.clone()]);
+        }
+    }
+    rows
+}
+
+/// The `images` table, header included, columns separated by at least three spaces.
+pub fn image_table(images: &[ImageResult]) -> String {
+    let header = ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"].map(str::to_owned);
+    let rows = image_rows(images);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The name podman records for `oci:PATH:NAME` (`localhost/NAME`, `:latest` added when it has
+/// no tag or digest); `None` for other sources or a layout reference without a name.
+pub fn oci_destination_name(source: &str) -> Option<String> {
+    let within = source.strip_prefix("oci:")?;
+    let (_, name) = within.split_once(':')?;
+    if name.is_empty() {
+        return None;
+    }
+    let first = name.split('/').next().unwrap_or(name);
+    let has_domain =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut full = if has_domain {
+        name.to_owned()
+    } else {
+        format!("localhost/{name}")
+    };
+    let last = full.rsplit('/').next().unwrap_or(&full);
+    if !last.contains(':') && !last.contains('@') {
+        full.push_str(":latest");
+    }
+    Some(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_size_table() {
+        for (bytes, expected) in [
+            (0, "0 B"),
+            (512, "512 B"),
+            (999, "999 B"),
+            (1000, "1 kB"),
+            (1234, "1.23 kB"),
+            (4_270_000, "4.27 MB"),
+            (12_345_678, "12.3 MB"),
+            (123_456_789, "123 MB"),
+            (999_600, "1 MB"),
+            (1_200_000_000, "1.2 GB"),
+        ] {
+            assert_eq!(human_size(bytes), expected, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn repository_tag_table() {
+        for (name, repository, tag) in [
+            (
+                "docker.io/library/busybox:latest",
+                "docker.io/library/busybox",
+                "latest",
+            ),
+            (
+                "127.0.0.1:5000/testkit/busybox:zstd",
+                "127.0.0.1:5000/testkit/busybox",
+                "zstd",
+            ),
+            ("127.0.0.1:5000/busybox", "127.0.0.1:5000/busybox", "<none>"),
+            ("busybox", "busybox", "<none>"),
+        ] {
+            assert_eq!(
+                split_repository_tag(name),
+                (repository.to_owned(), tag.to_owned()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn oci_destination_name_table() {
+        for (source, expected) in [
+            ("oci:/srv/layout:busybox", Some("localhost/busybox:latest")),
+            (
+                "oci:/srv/layout:busybox:1.36",
+                Some("localhost/busybox:1.36"),
+            ),
+            (
+                "oci:/srv/layout:quay.io/podman/hello",
+                Some("quay.io/podman/hello:latest"),
+            ),
+            ("oci:/srv/layout:team/app:v1", Some("localhost/team/app:v1")),
+            ("oci:/srv/layout", None),
+            ("oci:/srv/layout:", None),
+            ("docker://busybox", None),
+        ] {
+            assert_eq!(
+                oci_destination_name(source).as_deref(),
+                expected,
+                "{source}"
+            );
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! End-to-end tests of the `podstore` binary: pulls from the testkit OCI layout and from the
+//! real `docker-registry` on 127.0.0.1 into vfs stores under /dev/shm, then `images`,
+//! `inspect`, `resolve` and `untag`, and the error and exit-status conventions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use podstore_testkit::fixtures::FixtureSet;
+use podstore_testkit::registry::{RegistryMode, RegistrySet};
+
+/// A fresh vfs store under /dev/shm.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("podstore-cli-")
+            .tempdir_in("/dev/shm")
+            .unwrap();
+        // The machine's storage.conf must not leak into the tests: the flags give every path.
+        std::fs::write(
+            dir.path().join("storage.conf"),
+            "[storage]\ndriver = \"vfs\"\n",
+        )
+        .unwrap();
+        Env { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `podstore` with this store's global flags followed by `args`.
+    fn run(&self, args: &[&str]) -> Output {
+        let root = self.path().join("root");
+        let runroot = self.path().join("runroot");
+        Command::new(env!("CARGO_BIN_EXE_podstore"))
+            .arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&runroot)
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env("CONTAINERS_STORAGE_CONF", self.path().join("storage.conf"))
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and asserts success, returning stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podstore {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines().last().unwrap_or("")
+}
+
+fn busybox_id() -> String {
+    FixtureSet::shared()
+        .unwrap()
+        .image("busybox")
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn layout_pull_then_images_inspect_and_untag() {
+    let env = Env::new();
+    let fixtures = FixtureSet::shared().unwrap();
+    let busybox = fixtures.image("busybox").unwrap();
+    let id = busybox_id();
+
+    let out = env.ok(&["pull", &fixtures.oci_reference("busybox")]);
+    assert_eq!(last_line(&out), id, "stdout: {out}");
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["images", "--format", "json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["ID"], id.as_str());
+    assert_eq!(
+        listed[0]["RepoTags"],
+        serde_json::json!(["localhost/busybox:latest"])
+    );
+
+    let table = env.ok(&["images"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    let header: Vec<&str> = lines[0]
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(header, ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]);
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        row[..3],
+        ["localhost/busybox", "latest", &id[..12]],
+        "{table}"
+    );
+    assert!(["B", "kB", "MB"].contains(&row[4]), "size unit in {table}");
+
+    // by name, by ID prefix, and filtered listing agree
+    for name in ["localhost/busybox:latest", &id[..12]] {
+        let status: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", name])).unwrap();
+        let keys: Vec<&str> = status
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "ID",
+                "Name",
+                "RepoTags",
+                "RepoDigests",
+                "Size",
+                "Digest",
+                "ConfigDigest",
+                "User",
+                "PreviousName",
+                "Labels",
+                "OCIConfig"
+            ]
+        );
+        assert_eq!(status["ID"], id.as_str());
+        assert_eq!(
+            status["ConfigDigest"],
+            busybox.config_digest.as_deref().unwrap()
+        );
+        assert_eq!(status["Digest"], busybox.manifest_digest.as_str());
+        assert_eq!(status["Name"], "localhost/busybox:latest");
+    }
+    let filtered: serde_json::Value =
+        serde_json::from_str(&env.ok(&["images", "--format", "json", &id[..12]])).unwrap();
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+
+    // untag removes the only name, so the image goes
+    assert_eq!(env.ok(&["untag", "localhost/busybox:latest"]), "");
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["images", "--format", "json"])).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    let out = env.run(&["inspect", &id]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn registry_pull_quiet_prints_only_the_id() {
+    let env = Env::new();
+    let plain = RegistrySet::shared().unwrap().get(RegistryMode::Plain);
+    let reference = plain.docker_reference("testkit/busybox:latest");
+    let id = busybox_id();
+
+    let out = env.run(&["pull", "--quiet", &reference]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{id}\n"));
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), "");
+
+    let status: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", &id])).unwrap();
+    let name = plain.image_reference("testkit/busybox:latest");
+    assert_eq!(status["RepoTags"], serde_json::json!([name]));
+    let digests = status["RepoDigests"].as_array().unwrap();
+    assert!(!digests.is_empty(), "{status}");
+}
+
+#[test]
+fn registry_pull_plain_mode_reports_layers_and_ends_with_the_id() {
+    let env = Env::new();
+    let plain = RegistrySet::shared().unwrap().get(RegistryMode::Plain);
+    // no transport: the default docker:// is prepended
+    let reference = plain.image_reference("testkit/busybox:latest");
+    let fixtures = FixtureSet::shared().unwrap();
+    let layer = &fixtures.image("busybox").unwrap().layers[0];
+
+    let out = env.run(&["pull", &reference]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(last_line(&stdout), busybox_id());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("Downloaded blob {}", layer.digest)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("Applied layer 1/1 {}", layer.digest)),
+        "{stderr}"
+    );
+
+    // a second pull reuses the layer
+    let out = env.run(&["pull", &reference]);
+    assert!(out.status.success());
+    assert_eq!(
+        last_line(&String::from_utf8(out.stdout).unwrap()),
+        busybox_id()
+    );
+}
+
+#[test]
+fn resolve_uses_the_registries_conf_search_list() {
+    let env = Env::new();
+    let conf = env.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        "unqualified-search-registries = [\"registry.example:5000\", \"docker.io\"]\n",
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    // CRI-O's ResolveNames adds no tag (crio-storage-behavior §4, catalogue I6–I9).
+    let table = [
+        (
+            "busybox",
+            "registry.example:5000/busybox\ndocker.io/library/busybox\n",
+        ),
+        (
+            "team/app:v1",
+            "registry.example:5000/team/app:v1\ndocker.io/team/app:v1\n",
+        ),
+        ("quay.io/podman/hello", "quay.io/podman/hello\n"),
+    ];
+    for (name, expected) in table {
+        assert_eq!(
+            env.ok(&["--registries-conf", conf, "resolve", name]),
+            expected,
+            "{name}"
+        );
+    }
+    // without any search registry a short name cannot be resolved
+    let empty = env.path().join("empty.conf");
+    std::fs::write(&empty, "").unwrap();
+    let out = env.run(&[
+        "--registries-conf",
+        empty.to_str().unwrap(),
+        "resolve",
+        "busybox",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("podstore: ") && stderr.contains("\"busybox\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn errors_name_the_input_on_one_line_with_status_one() {
+    let env = Env::new();
+    let plain = RegistrySet::shared().unwrap().get(RegistryMode::Plain);
+    let missing = plain.docker_reference("testkit/no-such-image:latest");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["inspect", "no-such-image:v9"], "no-such-image:v9"),
+        (vec!["untag", "no-such-image:v9"], "no-such-image:v9"),
+        (vec!["pull", "--quiet", &missing], "no-such-image"),
+        (
+            vec!["pull", "oci:/dev/shm/podstore-cli-no-layout:x"],
+            "podstore-cli-no-layout",
+        ),
+    ];
+    for (args, named) in cases {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.starts_with("podstore: "), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+    // the failed pulls left no image behind
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["images", "--format", "json"])).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+}
+
+#[test]
+fn usage_errors_exit_two_and_version_and_help_work() {
+    let env = Env::new();
+    for args in [
+        vec!["pull"],
+        vec!["pull", "--platform", "linux", "busybox"],
+        vec!["images", "--format", "yaml"],
+        vec!["frobnicate"],
+    ] {
+        assert_eq!(env.run(&args).status.code(), Some(2), "{args:?}");
+    }
+    let version = env.ok(&["--version"]);
+    assert_eq!(version, format!("podstore {}\n", env!("CARGO_PKG_VERSION")));
+    for command in ["pull", "images", "inspect", "resolve", "untag"] {
+        let help = env.ok(&[command, "--help"]);
+        assert!(
+            help.contains(&format!("Examples:\n  podstore {command}")),
+            "{command}: {help}"
+        );
+    }
+}
