@@ -42,7 +42,24 @@ fn one_line(error: &anyhow::Error) -> String {
         }
         message.push_str(&text);
     }
-    message.replace(['\n', '\r'], " ")
+    drop_repeated_tail(&message.replace(['\n', '\r'], " "))
+}
+
+/// Removes a trailing run of `": "`-separated parts that repeats the run just before it
+/// (`a: b: c: b: c` → `a: b: c`), which nested library messages sometimes produce.
+fn drop_repeated_tail(message: &str) -> String {
+    let mut parts: Vec<&str> = message.split(": ").collect();
+    'shrink: loop {
+        for run in 1..=parts.len() / 2 {
+            let n = parts.len();
+            if parts[n - run..] == parts[n - 2 * run..n - run] {
+                parts.truncate(n - run);
+                continue 'shrink;
+            }
+        }
+        break;
+    }
+    parts.join(": ")
 }
 
 /// The store options: storage.conf as podman reads it, then the command-line overrides.
@@ -166,4 +183,28 @@ fn pull(
         reporter.finish();
         Ok(result?.id)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_tails_are_dropped() {
+        for (input, expected) in [
+            ("image not known: \"x\"", "image not known: \"x\""),
+            ("a: b: c: b: c", "a: b: c"),
+            ("a: b: b", "a: b"),
+            (
+                "\"oci:/l:x\": /l/oci-layout: not valid: missing: /l/oci-layout: not valid: missing",
+                "\"oci:/l:x\": /l/oci-layout: not valid: missing",
+            ),
+            ("a: b: c", "a: b: c"),
+            ("", ""),
+        ] {
+            assert_eq!(drop_repeated_tail(input), expected, "{input}");
+        }
+        let chained = anyhow::anyhow!("inner: detail").context("outer \"input\"");
+        assert_eq!(one_line(&chained), "outer \"input\": inner: detail");
+    }
 }

@@ -72,7 +72,7 @@ impl ProgressReporter {
         if mode == ProgressMode::Bars {
             let m = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{prefix} {msg:<12} [{bar:30}] {bytes:>10}/{total_bytes:<10}",
+                "{prefix} {msg:<12} [{bar:30}] {decimal_bytes:>10}/{decimal_total_bytes:<10}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");

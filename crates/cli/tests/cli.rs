@@ -314,3 +314,64 @@ fn usage_errors_exit_two_and_version_and_help_work() {
         );
     }
 }
+
+#[test]
+fn platform_flag_chooses_the_index_instance() {
+    let fixtures = FixtureSet::shared().unwrap();
+    let multiarch = fixtures.image("multiarch").unwrap();
+    let source = fixtures.oci_reference("multiarch");
+    assert!(multiarch.manifests.len() >= 2);
+    for instance in &multiarch.manifests {
+        let platform = instance.platform.as_ref().unwrap();
+        let mut spec = format!("{}/{}", platform.os, platform.architecture);
+        if let Some(variant) = &platform.variant {
+            spec = format!("{spec}/{variant}");
+        }
+        let env = Env::new();
+        let out = env.ok(&["pull", "--quiet", "--platform", &spec, &source]);
+        assert_eq!(out, format!("{}\n", instance.image_id().unwrap()), "{spec}");
+        let status: serde_json::Value =
+            serde_json::from_str(&env.ok(&["inspect", "localhost/multiarch:latest"])).unwrap();
+        assert_eq!(
+            status["OCIConfig"]["architecture"],
+            platform.architecture.as_str()
+        );
+    }
+}
+
+#[test]
+fn pull_on_a_terminal_draws_progress_bars() {
+    // `script` (util-linux, Debian's essential bsdutils) gives the pull a pseudo-terminal.
+    let env = Env::new();
+    let fixtures = FixtureSet::shared().unwrap();
+    let multilayer = fixtures.image("multilayer").unwrap();
+    let command = format!(
+        "{} --root {} --runroot {} --storage-driver vfs pull {}",
+        env!("CARGO_BIN_EXE_podstore"),
+        env.path().join("root").display(),
+        env.path().join("runroot").display(),
+        fixtures.oci_reference("multilayer"),
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("CONTAINERS_STORAGE_CONF", env.path().join("storage.conf"))
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    for layer in &multilayer.layers {
+        let hex = &layer.digest["sha256:".len()..];
+        assert!(
+            screen.contains(&format!("layer {} applied", &hex[..12])),
+            "no finished bar for {}: {screen}",
+            layer.digest
+        );
+    }
+    let last = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(last.ends_with(multilayer.image_id().unwrap()), "{screen}");
+}
