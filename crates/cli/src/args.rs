@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Exit statuses, documented in `--help`.
 const EXIT_CODES: &str = "Exit status: 0 on success, 1 when the command failed (one line on \
-stderr, `podstore: <message>`, naming the input), 2 on a usage error.";
+stderr, `podstore: <message>`, naming the input), 2 on a usage error.
+Environment: PODSTORE_LOG=debug (tracing filter) prints library diagnostics on stderr; \
+CONTAINERS_STORAGE_CONF, STORAGE_DRIVER and STORAGE_OPTS as for podman.";
 
 /// `podstore`: pull, list, inspect and untag images in a containers/storage store.
 #[derive(Debug, Parser)]

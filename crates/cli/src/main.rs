@@ -22,10 +22,25 @@ use crate::progress::{ProgressMode, ProgressReporter, manifest_layers};
 
 fn main() {
     let cli = Cli::parse();
+    init_logging();
     if let Err(error) = run(cli) {
         eprintln!("podstore: {}", one_line(&error));
         std::process::exit(1);
     }
+}
+
+/// Library diagnostics (tracing events) go to stderr only when `PODSTORE_LOG` is set, e.g.
+/// `PODSTORE_LOG=debug` or `PODSTORE_LOG=podstore_image=trace`.
+fn init_logging() {
+    let Ok(filter) = std::env::var("PODSTORE_LOG") else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// The error and its causes on one line, joined by ": "; a cause whose text the message

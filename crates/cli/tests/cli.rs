@@ -375,3 +375,51 @@ fn pull_on_a_terminal_draws_progress_bars() {
     let last = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
     assert!(last.ends_with(multilayer.image_id().unwrap()), "{screen}");
 }
+
+#[test]
+fn authfile_and_cert_dir_flags_reach_the_registry() {
+    let registries = RegistrySet::shared().unwrap();
+    let id = busybox_id();
+
+    // basic auth: refused without credentials, accepted with --authfile
+    let auth = registries.get(RegistryMode::BasicAuth);
+    let reference = auth.docker_reference("testkit/busybox:latest");
+    let env = Env::new();
+    let empty_auth = env.path().join("empty-auth.json");
+    std::fs::write(&empty_auth, "{\"auths\":{}}").unwrap();
+    let out = env.run(&[
+        "--authfile",
+        empty_auth.to_str().unwrap(),
+        "pull",
+        "--quiet",
+        &reference,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("podstore: ") && stderr.contains(&auth.host_port()),
+        "{stderr}"
+    );
+    let auth_file = auth.auth_file().unwrap();
+    let out = env.ok(&[
+        "--authfile",
+        auth_file.to_str().unwrap(),
+        "pull",
+        "--quiet",
+        &reference,
+    ]);
+    assert_eq!(out, format!("{id}\n"));
+
+    // TLS with the test CA in a certificate directory
+    let tls = registries.get(RegistryMode::Tls);
+    let cert_dir = tls.cert_dir().unwrap();
+    let env = Env::new();
+    let out = env.ok(&[
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "pull",
+        "--quiet",
+        &tls.docker_reference("testkit/busybox:latest"),
+    ]);
+    assert_eq!(out, format!("{id}\n"));
+}
