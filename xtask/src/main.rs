@@ -281,13 +281,18 @@ fn fuzz(args: &[String]) -> Result<()> {
             .with_context(|| format!("cargo fuzz list in {}", dir.display()))?;
         let names = String::from_utf8_lossy(&list.stdout).to_string();
         for target in names.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let corpus = dir.join("corpus").join(target);
-            std::fs::create_dir_all(&corpus)?;
+            // libFuzzer writes new inputs into the first corpus directory: keep the committed
+            // seed corpus read-only and collect the run's inputs under the (ignored) target dir.
+            let seeds = dir.join("corpus").join(target);
+            let work = dir.join("target").join("corpus-work").join(target);
+            std::fs::create_dir_all(&seeds)?;
+            std::fs::create_dir_all(&work)?;
             let mut cmd = Command::new("cargo");
             cmd.current_dir(&dir)
                 .env("RUSTC_BOOTSTRAP", "1")
                 .args(["fuzz", "run", target])
-                .arg(&corpus)
+                .arg(&work)
+                .arg(&seeds)
                 .arg("--")
                 .arg(format!("-max_total_time={seconds}"))
                 .arg("-rss_limit_mb=2048");
