@@ -535,3 +535,24 @@ impl RuntimeService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_info_serialises_with_the_seed_field_names() {
+        let info = ContainerInfo {
+            id: "id".into(),
+            dir: PathBuf::from("/g/vfs-containers/id/userdata"),
+            run_dir: PathBuf::from("/r/vfs-containers/id/userdata"),
+            config: None,
+            process_label: "p".into(),
+            mount_label: "m".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&info).unwrap(),
+            r#"{"ID":"id","Dir":"/g/vfs-containers/id/userdata","RunDir":"/r/vfs-containers/id/userdata","Config":null,"ProcessLabel":"p","MountLabel":"m"}"#
+        );
+    }
+}
