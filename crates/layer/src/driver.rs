@@ -155,6 +155,21 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// The overlay mount data reaches a page even with paths relative to the driver home, and
+    /// the new mount API is disabled or not supported by the kernel (containers/storage:
+    /// `cannot mount layer, mount label too large`).
+    #[error(
+        "cannot mount layer {id}, mount label too large: {length} bytes of mount data with \
+         relative paths, the page size is {page_size}, and the new mount API is unavailable"
+    )]
+    MountDataTooLarge {
+        /// Layer ID.
+        id: String,
+        /// Length of the relative-path mount data.
+        length: usize,
+        /// The page size it must stay below.
+        page_size: usize,
+    },
 }
 
 /// A storage backend: creates layer directories, applies diffs into them, mounts and removes

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod crc64;
 mod digest_thread;
 pub mod driver;
+mod fs_namespace;
 mod fsutil;
 mod mount;
 pub mod overlay;
@@ -20,6 +21,7 @@ pub use driver::{
     ApplyOptions, ApplyReport, Compression, CreateOptions, Driver, DriverError, IdMap, IdMappings,
     MountOptions,
 };
+pub use mount::MountMethod;
 pub use overlay::{Overlay, OverlayOptions};
 pub use tar_split::{TarSplitError, reassemble};
 pub use tarstream::TarError;

@@ -1,8 +1,8 @@
 //! The overlay driver, laid out exactly like containers/storage 1.43 (spec §1.2, §1.3, §5):
 //! `<home>/l/<LINK> -> ../<id>/diff`, `<id>/{link,lower,diff,work,merged,empty}`, the modes it
 //! uses, and `.has-mount-program` = `false`. Diffs are applied natively into `diff/` with
-//! kernel-format whiteouts; mounts use absolute `l/` lowerdirs, or the new mount API when the
-//! mount data would exceed a page.
+//! kernel-format whiteouts; mounts use absolute `l/` lowerdirs, then, when the mount data
+//! reaches a page, containers/storage's relative-path fallback, then the new mount API.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -18,7 +18,9 @@ use crate::driver::{
     ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError, IdMappings, MountOptions,
 };
 use crate::fsutil;
-use crate::mount::{OverlayMount, parse_options};
+use crate::mount::{
+    MountFailure, MountMethod, MountPolicy, OverlayMount, mount_overlay, parse_options,
+};
 
 /// Most lower layers a layer may have (containers/storage 1.43's `maxDepth`).
 pub const MAX_DEPTH: usize = 128;
@@ -34,6 +36,14 @@ pub struct OverlayOptions {
     /// Always mount with the new mount API (`fsopen`, `lowerdir+`), not only when the mount
     /// data would exceed a page. For tests of that path.
     pub force_new_mount_api: bool,
+    /// Skip the absolute-path `mount(2)` and go straight to containers/storage 1.43's
+    /// relative-path fallback (paths relative to the home, mounted from a thread whose
+    /// private cwd is the home). For tests of that path.
+    pub force_relative_mount: bool,
+    /// Never fall back to the new mount API (unless `force_new_mount_api`): mount data that
+    /// does not fit in a page even with relative paths is refused with
+    /// [`DriverError::MountDataTooLarge`], as containers/storage 1.43 does.
+    pub disable_new_mount_api: bool,
 }
 
 /// The overlay driver rooted at `<graphroot>/overlay`.
@@ -181,6 +191,87 @@ impl Overlay {
         }
     }
 
+    /// Mounts the layer like [`Driver::mount`] and also says which method was used: absolute
+    /// `l/` lowerdirs when the mount data fits in a page, else containers/storage 1.43's
+    /// relative-path fallback, else the new mount API (spec §5.3; see [`OverlayOptions`] for
+    /// the switches). Fails with [`DriverError::MountDataTooLarge`] when no method fits.
+    pub fn mount_with_method(
+        &self,
+        id: &str,
+        opts: &MountOptions,
+    ) -> Result<(PathBuf, MountMethod), DriverError> {
+        let dir = self.existing_layer_dir(id)?;
+        let mut options: Vec<String> = if opts.options.is_empty() {
+            self.options
+                .mountopt
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            opts.options.clone()
+        };
+        if opts.read_only && !options.iter().any(|o| o == "ro") {
+            options.push("ro".into());
+        }
+        let read_only = options.iter().any(|o| o == "ro");
+        // paths relative to the home; `mount_overlay` roots them for the absolute methods
+        let mut lowers = Vec::new();
+        for entry in self.lower_entries(id)? {
+            let path = self.home.join(&entry);
+            if fs::symlink_metadata(&path).is_err() {
+                return Err(DriverError::Io {
+                    op: "find lower layer",
+                    path,
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            }
+            lowers.push(PathBuf::from(entry));
+        }
+        let id_dir = PathBuf::from(id);
+        if lowers.is_empty() {
+            lowers.push(id_dir.join("empty"));
+        }
+        let upper_work = if read_only {
+            lowers.insert(0, id_dir.join("diff"));
+            None
+        } else {
+            Some((id_dir.join("diff"), id_dir.join("work")))
+        };
+        let merged = dir.join("merged");
+        if !merged.is_dir() {
+            mkdir_exact(&merged, 0o700, None)?;
+        }
+        let mount = OverlayMount {
+            lowers,
+            upper_work,
+            options: parse_options(&options),
+            label: opts.mount_label.clone().filter(|l| !l.is_empty()),
+        };
+        let policy = MountPolicy {
+            force_new_api: self.options.force_new_mount_api,
+            force_relative: self.options.force_relative_mount,
+            disable_new_api: self.options.disable_new_mount_api,
+        };
+        match mount_overlay(&self.home, &mount, &id_dir.join("merged"), policy) {
+            Ok(method) => Ok((merged, method)),
+            Err(MountFailure::TooLarge { length, page_size }) => {
+                Err(DriverError::MountDataTooLarge {
+                    id: id.to_owned(),
+                    length,
+                    page_size,
+                })
+            }
+            Err(MountFailure::Os { data, source }) => Err(DriverError::Mount {
+                id: id.to_owned(),
+                target: merged,
+                data,
+                source,
+            }),
+        }
+    }
+
     fn create_inner(
         &self,
         id: &str,
@@ -293,62 +384,7 @@ impl Driver for Overlay {
     }
 
     fn mount(&self, id: &str, opts: &MountOptions) -> Result<PathBuf, DriverError> {
-        let dir = self.existing_layer_dir(id)?;
-        let mut options: Vec<String> = if opts.options.is_empty() {
-            self.options
-                .mountopt
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        } else {
-            opts.options.clone()
-        };
-        if opts.read_only && !options.iter().any(|o| o == "ro") {
-            options.push("ro".into());
-        }
-        let read_only = options.iter().any(|o| o == "ro");
-        let mut lowers = Vec::new();
-        for entry in self.lower_entries(id)? {
-            let path = self.home.join(&entry);
-            if fs::symlink_metadata(&path).is_err() {
-                return Err(DriverError::Io {
-                    op: "find lower layer",
-                    path,
-                    source: std::io::ErrorKind::NotFound.into(),
-                });
-            }
-            lowers.push(path);
-        }
-        if lowers.is_empty() {
-            lowers.push(dir.join("empty"));
-        }
-        let upper_work = if read_only {
-            lowers.insert(0, dir.join("diff"));
-            None
-        } else {
-            Some((dir.join("diff"), dir.join("work")))
-        };
-        let merged = dir.join("merged");
-        if !merged.is_dir() {
-            mkdir_exact(&merged, 0o700, None)?;
-        }
-        let mount = OverlayMount {
-            lowers,
-            upper_work,
-            options: parse_options(&options),
-            label: opts.mount_label.clone().filter(|l| !l.is_empty()),
-        };
-        mount
-            .mount(&merged, self.options.force_new_mount_api)
-            .map_err(|source| DriverError::Mount {
-                id: id.to_owned(),
-                target: merged.clone(),
-                data: mount.data(),
-                source,
-            })?;
-        Ok(merged)
+        self.mount_with_method(id, opts).map(|(merged, _)| merged)
     }
 
     fn unmount(&self, id: &str) -> Result<(), DriverError> {

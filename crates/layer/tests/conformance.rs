@@ -713,8 +713,30 @@ fn overlay_new_mount_api_path() {
         OverlayOptions {
             mountopt: String::new(),
             force_new_mount_api: true,
+            ..Default::default()
         },
     )
     .unwrap();
     conformance(&overlay);
+}
+
+#[test]
+fn overlay_relative_mount_path() {
+    let tmp = shm_tempdir();
+    let overlay = Overlay::new(
+        tmp.path().join("overlay"),
+        OverlayOptions {
+            mountopt: "nodev".into(),
+            force_relative_mount: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    conformance(&overlay);
+    assert_eq!(
+        std::env::current_dir().unwrap(),
+        cwd,
+        "process cwd unchanged"
+    );
 }

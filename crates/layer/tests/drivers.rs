@@ -1,5 +1,6 @@
 //! Driver behaviour beyond the shared suite: ID mappings while applying, overlay depth limits
-//! (an image of 128 layers mounts, read-only and under a container layer), the syncfs path.
+//! (an image of 128 layers mounts, read-only and under a container layer), the overlay mount
+//! methods (absolute, relative-path fallback, new mount API, too-large data), the syncfs path.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 
 use common::{Entry, Format, TarWriter, shm_tempdir};
 use podstore_layer::{
-    ApplyError, ApplyOptions, CreateOptions, Driver, DriverError, IdMap, IdMappings, MountOptions,
-    Overlay, OverlayOptions, Vfs,
+    ApplyError, ApplyOptions, CreateOptions, Driver, DriverError, IdMap, IdMappings, MountMethod,
+    MountOptions, Overlay, OverlayOptions, Vfs,
 };
 
 fn mappings() -> IdMappings {
@@ -115,20 +116,10 @@ fn one_file_layer(n: usize) -> Vec<u8> {
     w.finish()
 }
 
-#[test]
-fn overlay_image_of_128_layers_mounts() {
-    let tmp = shm_tempdir();
-    let home = tmp.path().join("overlay");
-    let overlay = Overlay::new(
-        &home,
-        OverlayOptions {
-            mountopt: "nodev".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+/// Creates `count` stacked one-file layers (layer n holds `layers/<n>`); returns the top ID.
+fn stack_of_layers(overlay: &Overlay, count: usize) -> String {
     let mut parent: Option<String> = None;
-    for n in 1..=128 {
+    for n in 1..=count {
         let id = format!("{n:064x}");
         overlay
             .create(&id, parent.as_deref(), &CreateOptions::default())
@@ -148,19 +139,41 @@ fn overlay_image_of_128_layers_mounts() {
             .unwrap();
         parent = Some(id);
     }
-    let top = parent.unwrap();
+    parent.unwrap()
+}
+
+fn check_stack(root: &std::path::Path, count: usize) {
+    for n in 1..=count {
+        assert_eq!(
+            std::fs::read_to_string(root.join(format!("layers/{n:03}"))).unwrap(),
+            format!("{n}\n")
+        );
+    }
+}
+
+fn overlay_with(home: &std::path::Path, options: OverlayOptions) -> Overlay {
+    Overlay::new(
+        home,
+        OverlayOptions {
+            mountopt: "nodev".into(),
+            ..options
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn overlay_image_of_128_layers_mounts() {
+    let tmp = shm_tempdir();
+    let home = tmp.path().join("overlay");
+    let overlay = overlay_with(&home, OverlayOptions::default());
+    let top = stack_of_layers(&overlay, 128);
     assert_eq!(overlay.lower_entries(&top).unwrap().len(), 127);
-    let check = |root: &std::path::Path| {
-        for n in 1..=128 {
-            assert_eq!(
-                std::fs::read_to_string(root.join(format!("layers/{n:03}"))).unwrap(),
-                format!("{n}\n")
-            );
-        }
-    };
-    // read-only: diff + 127 lowers, well beyond a page of mount data
-    let merged = overlay
-        .mount(
+    let cwd = std::env::current_dir().unwrap();
+
+    // read-only: diff + 127 lowers; absolute data is well beyond a page, relative data fits
+    let (merged, method) = overlay
+        .mount_with_method(
             &top,
             &MountOptions {
                 read_only: true,
@@ -168,10 +181,11 @@ fn overlay_image_of_128_layers_mounts() {
             },
         )
         .unwrap();
-    check(&merged);
+    assert_eq!(method, MountMethod::Relative);
+    check_stack(&merged, 128);
     overlay.unmount(&top).unwrap();
 
-    // a container on top: 128 lowers + upper
+    // a container on top: 128 lowers + upper, still the relative fallback
     let ctr = "c".repeat(64);
     overlay
         .create(
@@ -183,13 +197,81 @@ fn overlay_image_of_128_layers_mounts() {
             },
         )
         .unwrap();
-    let merged = overlay.mount(&ctr, &MountOptions::default()).unwrap();
-    check(&merged);
+    let (merged, method) = overlay
+        .mount_with_method(&ctr, &MountOptions::default())
+        .unwrap();
+    assert_eq!(method, MountMethod::Relative);
+    assert_eq!(
+        std::env::current_dir().unwrap(),
+        cwd,
+        "process cwd unchanged"
+    );
+    check_stack(&merged, 128);
     std::fs::write(merged.join("layers/new"), "rw\n").unwrap();
     overlay.unmount(&ctr).unwrap();
     assert_eq!(
         std::fs::read_to_string(home.join(&ctr).join("diff/layers/new")).unwrap(),
         "rw\n"
+    );
+
+    // the same layers through the new mount API when forced
+    let forced_new = overlay_with(
+        &home,
+        OverlayOptions {
+            force_new_mount_api: true,
+            ..Default::default()
+        },
+    );
+    let (merged, method) = forced_new
+        .mount_with_method(&ctr, &MountOptions::default())
+        .unwrap();
+    assert_eq!(method, MountMethod::NewApi);
+    check_stack(&merged, 128);
+    assert_eq!(
+        std::fs::read_to_string(merged.join("layers/new")).unwrap(),
+        "rw\n"
+    );
+    forced_new.unmount(&ctr).unwrap();
+
+    // a huge label makes even the relative data reach a page: without the new mount API that
+    // is containers/storage's "mount label too large"
+    let huge_label = MountOptions {
+        mount_label: Some(format!(
+            "system_u:object_r:container_file_t:s0:{}",
+            "c1,".repeat(200)
+        )),
+        ..Default::default()
+    };
+    let no_new_api = overlay_with(
+        &home,
+        OverlayOptions {
+            disable_new_mount_api: true,
+            ..Default::default()
+        },
+    );
+    let err = no_new_api.mount_with_method(&ctr, &huge_label).unwrap_err();
+    match &err {
+        DriverError::MountDataTooLarge {
+            id,
+            length,
+            page_size,
+        } => {
+            assert_eq!(id, &ctr);
+            assert!(length >= page_size, "{length} < {page_size}");
+        }
+        other => panic!("expected MountDataTooLarge, got {other}"),
+    }
+    assert!(err.to_string().contains("mount label too large"), "{err}");
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&home.join(&ctr).join("merged").display().to_string()),
+        "nothing mounted"
+    );
+    assert_eq!(
+        std::env::current_dir().unwrap(),
+        cwd,
+        "process cwd unchanged"
     );
 
     // one more layer would need 129 lowers
@@ -201,6 +283,101 @@ fn overlay_image_of_128_layers_mounts() {
         !overlay.exists(&"d".repeat(64)),
         "failed create leaves nothing"
     );
+}
+
+#[test]
+fn overlay_mount_methods_of_a_small_stack() {
+    let tmp = shm_tempdir();
+    let home = tmp.path().join("overlay");
+    let overlay = overlay_with(&home, OverlayOptions::default());
+    let top = stack_of_layers(&overlay, 3);
+    let cwd = std::env::current_dir().unwrap();
+    let ro = MountOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    let table = [
+        (OverlayOptions::default(), MountMethod::Absolute),
+        (
+            OverlayOptions {
+                force_relative_mount: true,
+                ..Default::default()
+            },
+            MountMethod::Relative,
+        ),
+        (
+            OverlayOptions {
+                force_new_mount_api: true,
+                ..Default::default()
+            },
+            MountMethod::NewApi,
+        ),
+    ];
+    for (options, expected) in table {
+        let driver = overlay_with(&home, options);
+        let (merged, method) = driver.mount_with_method(&top, &ro).unwrap();
+        assert_eq!(method, expected);
+        check_stack(&merged, 3);
+        assert!(
+            std::fs::write(merged.join("layers/x"), "x").is_err(),
+            "{expected:?}: read-only"
+        );
+        driver.unmount(&top).unwrap();
+        assert_eq!(std::env::current_dir().unwrap(), cwd, "{expected:?}: cwd");
+    }
+}
+
+#[test]
+fn overlay_relative_mounts_from_several_threads() {
+    let tmp = shm_tempdir();
+    let home = tmp.path().join("overlay");
+    let overlay = overlay_with(
+        &home,
+        OverlayOptions {
+            force_relative_mount: true,
+            ..Default::default()
+        },
+    );
+    let top = stack_of_layers(&overlay, 4);
+    let containers: Vec<String> = (0..6).map(|n| format!("c{n:063x}")).collect();
+    for ctr in &containers {
+        overlay
+            .create(
+                ctr,
+                Some(&top),
+                &CreateOptions {
+                    read_write: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    let cwd = std::env::current_dir().unwrap();
+    std::thread::scope(|s| {
+        for (n, ctr) in containers.iter().enumerate() {
+            let overlay = &overlay;
+            s.spawn(move || {
+                let (merged, method) = overlay
+                    .mount_with_method(ctr, &MountOptions::default())
+                    .unwrap();
+                assert_eq!(method, MountMethod::Relative);
+                check_stack(&merged, 4);
+                std::fs::write(merged.join("mine"), format!("{n}")).unwrap();
+            });
+        }
+    });
+    assert_eq!(
+        std::env::current_dir().unwrap(),
+        cwd,
+        "process cwd unchanged"
+    );
+    for (n, ctr) in containers.iter().enumerate() {
+        overlay.unmount(ctr).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(home.join(ctr).join("diff/mine")).unwrap(),
+            format!("{n}")
+        );
+    }
 }
 
 #[test]
