@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use podstore_runtime::{IdMap, IdMappings};
 
 /// Exit statuses, documented in `--help`.
 const EXIT_CODES: &str = "Exit status: 0 on success, 1 when the command failed (one line on \
@@ -11,7 +12,8 @@ stderr, `podstore: <message>`, naming the input), 2 on a usage error.
 Environment: PODSTORE_LOG=debug (tracing filter) prints library diagnostics on stderr; \
 CONTAINERS_STORAGE_CONF, STORAGE_DRIVER and STORAGE_OPTS as for podman.";
 
-/// `podstore`: pull, list, inspect and untag images in a containers/storage store.
+/// `podstore`: pull, list, inspect and untag images, and create, mount and remove CRI-O pod
+/// sandboxes and containers, in a containers/storage store.
 #[derive(Debug, Parser)]
 #[command(name = "podstore", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -120,6 +122,220 @@ pub enum Command {
         /// A name, ID or unique ID prefix.
         image: String,
     },
+    /// Pod sandboxes: create or remove a pod's infra container.
+    #[command(subcommand)]
+    Pod(PodCommand),
+    /// Create a container in a pod from a local image (never pulled); prints its
+    /// ContainerInfo (ID, Dir, RunDir, Config, ProcessLabel, MountLabel) as JSON.
+    #[command(after_help = "Examples:
+  podstore create --pod-name web --pod-id 0123abcd --image localhost/busybox:latest \\
+      --name web-app --id 4567cdef --metadata-name app
+  podstore create --pod-name web --pod-id 0123abcd --image-id 3f57d9401f8d... \\
+      --name web-app2 --id 89abcdef --metadata-name app --attempt 1 --label-opt level:s0")]
+    Create {
+        /// The pod the container belongs to.
+        #[command(flatten)]
+        pod: PodIdentity,
+        /// The image: by name (`--image`) or by ID (`--image-id`).
+        #[command(flatten)]
+        image: ImageChoice,
+        /// The container's name (unique in the store).
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// The container's ID (64 hex digits recommended).
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// The CRI metadata name.
+        #[arg(long, value_name = "NAME")]
+        metadata_name: String,
+        /// Container settings shared with `pod create`.
+        #[command(flatten)]
+        settings: ContainerSettings,
+    },
+    /// Remove a container (its record, layer and directories; unmounted first).
+    #[command(after_help = "Examples:
+  podstore rm web-app
+  podstore rm 4567cdef")]
+    Rm {
+        /// Container ID, name or unique ID prefix.
+        id: String,
+    },
+    /// Mount a container's root filesystem (counted) and print its path.
+    #[command(after_help = "Examples:
+  podstore mount web-app")]
+    Mount {
+        /// Container ID, name or unique ID prefix.
+        id: String,
+    },
+    /// Unmount a container's root filesystem, whatever its mount count.
+    #[command(after_help = "Examples:
+  podstore unmount web-app")]
+    Unmount {
+        /// Container ID, name or unique ID prefix.
+        id: String,
+    },
+    /// Print a container's CRI-O metadata as JSON, or replace it with `--set`.
+    #[command(after_help = r#"Examples:
+  podstore metadata web-app
+  podstore metadata web-app --set '{"pod-name":"web","pod-id":"0123abcd","name":"web-app"}'"#)]
+    Metadata {
+        /// Container ID, name or unique ID prefix.
+        id: String,
+        /// New metadata (CRI-O's JSON keys); printed back in CRI-O's encoding.
+        #[arg(long, value_name = "JSON")]
+        set: Option<String>,
+    },
+    /// Print (creating it if missing) a container's persistent work directory.
+    #[command(after_help = "Examples:
+  podstore workdir web-app")]
+    Workdir {
+        /// Container ID, name or unique ID prefix.
+        id: String,
+    },
+    /// Print (creating it if missing) a container's volatile run directory.
+    #[command(after_help = "Examples:
+  podstore rundir web-app")]
+    Rundir {
+        /// Container ID, name or unique ID prefix.
+        id: String,
+    },
+    /// List the store's containers: ID, names, image, pod name, and whether CRI-O's
+    /// (its metadata names a pod name and a pod ID).
+    #[command(after_help = "Examples:
+  podstore ps
+  podstore ps --format json")]
+    Ps {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// `podstore pod ...`.
+// Parsed once per process: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum PodCommand {
+    /// Create a pod sandbox's infra container (ID = the pod ID, names = the container name
+    /// and the pod name); the image is pulled when absent (it must then be fully qualified;
+    /// the global `--authfile` is used). Prints its ContainerInfo as JSON.
+    #[command(after_help = "Examples:
+  podstore pod create --pod-name web --pod-id 0123abcd --image localhost/pause:latest
+  podstore --authfile auth.json pod create --pod-name web --pod-id 0123abcd \\
+      --image registry.k8s.io/pause:3.9 --namespace default --uid 42 --attempt 1
+The infra container is named `<pod-name>-infra` unless --container-name is given; the
+metadata name defaults to the container name.")]
+    Create {
+        /// The pod.
+        #[command(flatten)]
+        pod: PodIdentity,
+        /// The image: by name (`--image`) or by ID (`--image-id`).
+        #[command(flatten)]
+        image: ImageChoice,
+        /// The infra container's name (default `<pod-name>-infra`; must differ from the pod
+        /// name, which is the container's second name).
+        #[arg(long, value_name = "NAME")]
+        container_name: Option<String>,
+        /// The CRI metadata name (default: the container name).
+        #[arg(long, value_name = "NAME", default_value = "")]
+        metadata_name: String,
+        /// The pod's UID (recorded in the metadata).
+        #[arg(long, value_name = "UID", default_value = "")]
+        uid: String,
+        /// The pod's namespace (recorded in the metadata).
+        #[arg(long, value_name = "NAMESPACE", default_value = "")]
+        namespace: String,
+        /// Container settings shared with `create`.
+        #[command(flatten)]
+        settings: ContainerSettings,
+    },
+    /// Remove a pod sandbox's infra container.
+    #[command(after_help = "Examples:
+  podstore pod rm 0123abcd")]
+    Rm {
+        /// Pod ID (the infra container's ID), a name or unique ID prefix.
+        id: String,
+    },
+}
+
+/// The pod a container belongs to.
+#[derive(Debug, clap::Args)]
+pub struct PodIdentity {
+    /// The pod's name.
+    #[arg(long, value_name = "NAME")]
+    pub pod_name: String,
+    /// The pod's ID.
+    #[arg(long, value_name = "ID")]
+    pub pod_id: String,
+}
+
+/// The image a container is made from: exactly one of name and ID.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ImageChoice {
+    /// The image by name (or unique ID prefix).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// The image by its full ID (used as given, not resolved).
+    #[arg(long, value_name = "ID")]
+    pub image_id: Option<String>,
+}
+
+/// Settings shared by `create` and `pod create`.
+#[derive(Debug, clap::Args)]
+pub struct ContainerSettings {
+    /// The CRI attempt number.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub attempt: u32,
+    /// UID map `CONTAINER:HOST:SIZE` (repeatable; must match the store's own maps).
+    #[arg(long, value_name = "C:H:S", value_parser = parse_id_map)]
+    pub uidmap: Vec<IdMap>,
+    /// GID map `CONTAINER:HOST:SIZE` (repeatable; must match the store's own maps).
+    #[arg(long, value_name = "C:H:S", value_parser = parse_id_map)]
+    pub gidmap: Vec<IdMap>,
+    /// SELinux label option such as `level:s0:c1,c2` or `disable` (repeatable).
+    #[arg(long, value_name = "OPT")]
+    pub label_opt: Vec<String>,
+    /// Record the container as privileged.
+    #[arg(long)]
+    pub privileged: bool,
+}
+
+impl ContainerSettings {
+    /// The requested ID maps: `None` when no map was given (the store's defaults).
+    pub fn id_mappings(&self) -> Option<IdMappings> {
+        if self.uidmap.is_empty() && self.gidmap.is_empty() {
+            return None;
+        }
+        Some(IdMappings {
+            uid: self.uidmap.clone(),
+            gid: self.gidmap.clone(),
+        })
+    }
+}
+
+/// Parses `CONTAINER:HOST:SIZE` (decimal u32 each, size at least 1).
+pub fn parse_id_map(text: &str) -> Result<IdMap, String> {
+    let bad = || format!("invalid ID map {text:?}: expected CONTAINER:HOST:SIZE");
+    let parts: Vec<&str> = text.split(':').collect();
+    let [container, host, size] = parts[..] else {
+        return Err(bad());
+    };
+    let number = |part: &str| {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        part.parse::<u32>().map_err(|_| bad())
+    };
+    let map = IdMap {
+        container_id: number(container)?,
+        host_id: number(host)?,
+        size: number(size)?,
+    };
+    if map.size == 0 {
+        return Err(bad());
+    }
+    Ok(map)
 }
 
 /// Output format of lists.
@@ -190,6 +406,37 @@ mod tests {
             "linux/ amd64",
         ] {
             let err = parse_platform(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn id_map_table() {
+        for (input, (c, h, s)) in [
+            ("0:100000:65536", (0, 100_000, 65536)),
+            ("1:1:1", (1, 1, 1)),
+            ("0:0:4294967295", (0, 0, u32::MAX)),
+        ] {
+            let map = parse_id_map(input).unwrap();
+            assert_eq!(
+                (map.container_id, map.host_id, map.size),
+                (c, h, s),
+                "{input}"
+            );
+        }
+        for bad in [
+            "",
+            "0:0",
+            "0:0:0",
+            "0:0:1:1",
+            "a:0:1",
+            "-1:0:1",
+            "+1:0:1",
+            "0::1",
+            "0:0:4294967296",
+            " 0:0:1",
+        ] {
+            let err = parse_id_map(bad).unwrap_err();
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
         }
     }

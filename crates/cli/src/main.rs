@@ -1,5 +1,6 @@
-//! The `podstore` command line: operators' access to the image service over a
-//! containers/storage store (pull, images, inspect, resolve, untag).
+//! The `podstore` command line: operators' access to the image service (pull, images,
+//! inspect, resolve, untag) and the CRI-O runtime service (pod create/rm, create, rm, mount,
+//! unmount, metadata, workdir, rundir, ps) over a containers/storage store.
 //!
 //! Every failure prints one line on stderr, `podstore: <message>` (the message names the
 //! input), and exits with status 1; usage errors exit with status 2 (clap's convention).
@@ -17,7 +18,11 @@ use podstore_image::{ImageService, ImageServiceOptions, PullOptions};
 use podstore_metadata::{Store, StoreOptions};
 use podstore_registry::PlatformSelector;
 
-use crate::args::{Cli, Command, Format, GlobalOptions};
+use podstore_runtime::{
+    ContainerRequest, PodSandboxRequest, RuntimeContainerMetadata, RuntimeError, RuntimeService,
+};
+
+use crate::args::{Cli, Command, Format, GlobalOptions, PodCommand};
 use crate::progress::{ProgressMode, ProgressReporter, manifest_layers};
 
 fn main() {
@@ -152,9 +157,139 @@ fn run(cli: Cli) -> Result<()> {
         Command::Untag { image } => {
             service.untag_image(&image)?;
         }
+        command => run_runtime(
+            RuntimeService::new(service),
+            command,
+            cli.global.authfile,
+            &mut stdout,
+        )?,
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// The runtime commands (pods and containers).
+fn run_runtime(
+    runtime: RuntimeService,
+    command: Command,
+    authfile: Option<std::path::PathBuf>,
+    stdout: &mut impl Write,
+) -> Result<()> {
+    match command {
+        Command::Pod(PodCommand::Create {
+            pod,
+            image,
+            container_name,
+            metadata_name,
+            uid,
+            namespace,
+            settings,
+        }) => {
+            let container_name =
+                container_name.unwrap_or_else(|| format!("{}-infra", pod.pod_name));
+            let info = runtime.create_pod_sandbox(&PodSandboxRequest {
+                image_name: image.image.unwrap_or_default(),
+                image_id: image.image_id.unwrap_or_default(),
+                image_auth_file: authfile,
+                container_name,
+                metadata_name,
+                uid,
+                namespace,
+                attempt: settings.attempt,
+                id_mappings: settings.id_mappings(),
+                label_options: settings.label_opt,
+                privileged: settings.privileged,
+                pod_name: pod.pod_name,
+                pod_id: pod.pod_id,
+            })?;
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&info)?)?;
+        }
+        Command::Pod(PodCommand::Rm { id }) => runtime.remove_pod_sandbox(&id)?,
+        Command::Create {
+            pod,
+            image,
+            name,
+            id,
+            metadata_name,
+            settings,
+        } => {
+            let info = runtime.create_container(&ContainerRequest {
+                pod_name: pod.pod_name,
+                pod_id: pod.pod_id,
+                image_name: image.image.unwrap_or_default(),
+                image_id: image.image_id.unwrap_or_default(),
+                container_name: name,
+                container_id: id,
+                metadata_name,
+                attempt: settings.attempt,
+                id_mappings: settings.id_mappings(),
+                label_options: settings.label_opt,
+                privileged: settings.privileged,
+            })?;
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&info)?)?;
+        }
+        Command::Rm { id } => {
+            // The library's delete is idempotent (CRI-O's fix); an operator naming a container
+            // that does not exist is told so.
+            require_container(&runtime, &id)?;
+            runtime.delete_container(&id)?;
+        }
+        Command::Mount { id } => {
+            let path = runtime.start_container(&id)?;
+            writeln!(stdout, "{}", path.display())?;
+        }
+        Command::Unmount { id } => {
+            require_container(&runtime, &id)?;
+            runtime.stop_container(&id)?;
+        }
+        Command::Metadata { id, set } => {
+            let metadata = match set {
+                Some(json) => {
+                    let metadata = RuntimeContainerMetadata::from_json(&json)
+                        .with_context(|| format!("metadata for container {id:?}"))?;
+                    runtime.set_container_metadata(&id, &metadata)?;
+                    runtime.get_container_metadata(&id)?
+                }
+                None => runtime.get_container_metadata(&id)?,
+            };
+            writeln!(stdout, "{}", metadata.to_json())?;
+        }
+        Command::Workdir { id } => {
+            writeln!(stdout, "{}", runtime.get_work_dir(&id)?.display())?;
+        }
+        Command::Rundir { id } => {
+            writeln!(stdout, "{}", runtime.get_run_dir(&id)?.display())?;
+        }
+        Command::Ps { format } => {
+            let containers = runtime.store().containers()?;
+            let rows = output::container_rows(&containers);
+            match format {
+                Format::Table => write!(stdout, "{}", output::container_table(&rows))?,
+                Format::Json => writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::to_string_pretty(&output::container_json(&rows))?
+                )?,
+            }
+        }
+        Command::Pull { .. }
+        | Command::Images { .. }
+        | Command::Inspect { .. }
+        | Command::Resolve { .. }
+        | Command::Untag { .. } => {}
+    }
+    Ok(())
+}
+
+/// Fails with [`RuntimeError::InvalidContainerId`] unless the container exists.
+fn require_container(runtime: &RuntimeService, id: &str) -> Result<()> {
+    match runtime.store().container(id) {
+        Ok(_) => Ok(()),
+        Err(podstore_metadata::Error::ContainerUnknown { .. }) => {
+            Err(RuntimeError::InvalidContainerId { id: id.to_owned() }.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Pulls `image`, showing progress in `mode`, and returns the image ID.

@@ -1,7 +1,108 @@
 //! How results are printed: human-readable sizes, the `images` table (REPOSITORY, TAG,
-//! IMAGE ID, SIZE) and the destination name podman gives an `oci:` layout pull.
+//! IMAGE ID, SIZE), the `ps` rows (JSON and table: ID, NAMES, IMAGE, POD, CRIO) and the
+//! destination name podman gives an `oci:` layout pull.
 
 use podstore_image::ImageResult;
+use podstore_metadata::Container;
+use podstore_runtime::RuntimeContainerMetadata;
+
+/// One `ps` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRow {
+    /// The full container ID.
+    pub id: String,
+    /// The container's names.
+    pub names: Vec<String>,
+    /// The full image ID ("" when none).
+    pub image: String,
+    /// The pod name from the CRI-O metadata ("" when none).
+    pub pod_name: String,
+    /// The pod ID from the CRI-O metadata ("" when none).
+    pub pod_id: String,
+    /// Whether the metadata is CRI-O's (names a pod name and a pod ID).
+    pub crio: bool,
+}
+
+/// The `ps` rows; metadata that does not decode counts as not CRI-O's.
+pub fn container_rows(containers: &[Container]) -> Vec<ContainerRow> {
+    containers
+        .iter()
+        .map(|c| {
+            let metadata = RuntimeContainerMetadata::from_json(&c.metadata).ok();
+            let crio = metadata
+                .as_ref()
+                .is_some_and(RuntimeContainerMetadata::is_crio_container);
+            let metadata = metadata.unwrap_or_default();
+            ContainerRow {
+                id: c.id.clone(),
+                names: c.names.clone(),
+                image: c.image.clone(),
+                pod_name: metadata.pod_name,
+                pod_id: metadata.pod_id,
+                crio,
+            }
+        })
+        .collect()
+}
+
+/// `ps --format json`: an array of objects with the keys ID, Names, Image, PodName, PodID
+/// and Crio.
+pub fn container_json(rows: &[ContainerRow]) -> serde_json::Value {
+    rows.iter()
+        .map(|r| {
+            serde_json::json!({
+                "ID": r.id,
+                "Names": r.names,
+                "Image": r.image,
+                "PodName": r.pod_name,
+                "PodID": r.pod_id,
+                "Crio": r.crio,
+            })
+        })
+        .collect()
+}
+
+/// The `ps` table: ID (12), NAMES (comma-separated), IMAGE (12), POD, CRIO.
+pub fn container_table(rows: &[ContainerRow]) -> String {
+    let header = ["ID", "NAMES", "IMAGE", "POD", "CRIO"].map(str::to_owned);
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.chars().take(12).collect(),
+                r.names.join(","),
+                r.image.chars().take(12).collect(),
+                r.pod_name.clone(),
+                if r.crio { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    aligned(&header, &cells)
+}
+
+/// Rows of cells, header first, left-aligned, columns separated by at least three spaces.
+fn aligned<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
 
 /// A size in decimal units with three significant digits, as podman prints it
 /// (`512 B`, `4.27 MB`, `1.2 GB`).
@@ -68,27 +169,7 @@ pub fn image_rows(images: &[ImageResult]) -> Vec<[String; 4]> {
 /// The `images` table, header included, columns separated by at least three spaces.
 pub fn image_table(images: &[ImageResult]) -> String {
     let header = ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"].map(str::to_owned);
-    let rows = image_rows(images);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}   ", width = widths[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    aligned(&header, &image_rows(images))
 }
 
 /// The name podman records for `oci:PATH:NAME` (`localhost/NAME`, `:latest` added when it has
@@ -117,6 +198,47 @@ pub fn oci_destination_name(source: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_rows_table() {
+        let crio = r#"{"pod-name":"web","pod-id":"p1","name":"app"}"#;
+        for (metadata, pod_name, crio_cell) in [
+            (crio, "web", "yes"),
+            (r#"{"pod-name":"web"}"#, "web", "no"),
+            ("", "", "no"),
+            ("{}", "", "no"),
+            ("not json", "", "no"),
+        ] {
+            let container = Container {
+                id: "0123456789abcdef".into(),
+                names: vec!["a".into(), "b".into()],
+                image: "fedcba9876543210".into(),
+                metadata: metadata.into(),
+                ..Container::default()
+            };
+            let rows = container_rows(&[container]);
+            assert_eq!(rows[0].pod_name, pod_name, "{metadata}");
+            let table = container_table(&rows);
+            let lines: Vec<&str> = table.lines().collect();
+            assert_eq!(
+                lines[0].split_whitespace().collect::<Vec<_>>(),
+                ["ID", "NAMES", "IMAGE", "POD", "CRIO"]
+            );
+            let mut expected = vec!["0123456789ab", "a,b", "fedcba987654"];
+            if !pod_name.is_empty() {
+                expected.push(pod_name);
+            }
+            expected.push(crio_cell);
+            assert_eq!(
+                lines[1].split_whitespace().collect::<Vec<_>>(),
+                expected,
+                "{metadata}"
+            );
+            let json = container_json(&rows);
+            assert_eq!(json[0]["Crio"], crio_cell == "yes", "{metadata}");
+            assert_eq!(json[0]["ID"], "0123456789abcdef");
+        }
+    }
 
     #[test]
     fn human_size_table() {

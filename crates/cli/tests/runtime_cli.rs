@@ -1,0 +1,521 @@
+//! End-to-end tests of the runtime commands of the `podstore` binary (`pod create`, `pod rm`,
+//! `create`, `rm`, `mount`, `unmount`, `metadata`, `workdir`, `rundir`, `ps`) on vfs stores
+//! under /dev/shm holding the testkit busybox image, and of a `create` killed with SIGKILL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use podstore_testkit::fixtures::FixtureSet;
+
+const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const CONTAINER_ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+const IMAGE: &str = "localhost/busybox:latest";
+
+/// A fresh vfs store under /dev/shm with busybox pulled from the testkit layout.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("podstore-cli-runtime-")
+            .tempdir_in("/dev/shm")
+            .unwrap();
+        // The machine's storage.conf must not leak into the tests: the flags give every path.
+        std::fs::write(
+            dir.path().join("storage.conf"),
+            "[storage]\ndriver = \"vfs\"\n",
+        )
+        .unwrap();
+        let env = Env { dir };
+        let fixtures = FixtureSet::shared().unwrap();
+        env.ok(&["pull", "--quiet", &fixtures.oci_reference("busybox")]);
+        env
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// `podstore` with this store's global flags followed by `args`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_podstore"));
+        command
+            .arg("--root")
+            .arg(self.root())
+            .arg("--runroot")
+            .arg(self.dir.path().join("runroot"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env(
+                "CONTAINERS_STORAGE_CONF",
+                self.dir.path().join("storage.conf"),
+            );
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and asserts success, returning stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podstore {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    /// `ps --format json`.
+    fn ps(&self) -> Vec<serde_json::Value> {
+        self.json(&["ps", "--format", "json"])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn create_pod(&self) -> serde_json::Value {
+        self.json(&[
+            "pod",
+            "create",
+            "--pod-name",
+            "web",
+            "--pod-id",
+            POD_ID,
+            "--image",
+            IMAGE,
+            "--namespace",
+            "default",
+            "--uid",
+            "u-1",
+        ])
+    }
+
+    fn create_args(name: &str, id: &str) -> Vec<String> {
+        [
+            "create",
+            "--pod-name",
+            "web",
+            "--pod-id",
+            POD_ID,
+            "--image",
+            IMAGE,
+            "--name",
+            name,
+            "--id",
+            id,
+            "--metadata-name",
+            "app",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    fn create_container(&self, name: &str, id: &str) -> serde_json::Value {
+        let args = Env::create_args(name, id);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.json(&args)
+    }
+
+    /// Every layer in layers.json: (id, incomplete).
+    fn layers(&self) -> Vec<(String, bool)> {
+        let path = self.root().join("vfs-layers/layers.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| "[]".to_owned());
+        let layers: serde_json::Value = serde_json::from_str(&text).unwrap();
+        layers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["id"].as_str().unwrap().to_owned(),
+                    l["flags"]["incomplete"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+fn busybox_id() -> String {
+    FixtureSet::shared()
+        .unwrap()
+        .image("busybox")
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn pod_and_container_lifecycle() {
+    let env = Env::new();
+    let image_id = busybox_id();
+
+    let pod = env.create_pod();
+    assert_eq!(pod["ID"], POD_ID, "{pod}");
+    for key in ["Dir", "RunDir", "Config", "ProcessLabel", "MountLabel"] {
+        assert!(pod.get(key).is_some(), "{key} missing from {pod}");
+    }
+    assert!(pod["Dir"].as_str().unwrap().contains(POD_ID), "{pod}");
+
+    let container = env.create_container("web-app", CONTAINER_ID);
+    assert_eq!(container["ID"], CONTAINER_ID, "{container}");
+    assert!(container["Config"].is_object(), "{container}");
+
+    // ps: both listed, both CRI-O's, the sandbox named <pod>-infra and after the pod
+    let rows = env.ps();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let row = |id: &str| rows.iter().find(|r| r["ID"] == id).unwrap().clone();
+    let pod_row = row(POD_ID);
+    assert_eq!(pod_row["Names"], serde_json::json!(["web-infra", "web"]));
+    assert_eq!(pod_row["PodName"], "web");
+    assert_eq!(pod_row["PodID"], POD_ID);
+    assert_eq!(pod_row["Image"], image_id.as_str());
+    assert_eq!(pod_row["Crio"], true);
+    let container_row = row(CONTAINER_ID);
+    assert_eq!(container_row["Names"], serde_json::json!(["web-app"]));
+    assert_eq!(container_row["Crio"], true);
+
+    let table = env.ok(&["ps"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["ID", "NAMES", "IMAGE", "POD", "CRIO"], "{table}");
+    let container_line = lines
+        .iter()
+        .find(|l| l.starts_with(&CONTAINER_ID[..12]))
+        .unwrap();
+    let cells: Vec<&str> = container_line.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            &CONTAINER_ID[..12],
+            "web-app",
+            &image_id[..12],
+            "web",
+            "yes"
+        ],
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    &POD_ID[..12],
+                    "web-infra,web",
+                    &image_id[..12],
+                    "web",
+                    "yes"
+                ]),
+        "{table}"
+    );
+
+    // mount twice: the same path holding the image's files; unmount twice works
+    let path = env.ok(&["mount", "web-app"]);
+    let path = first_line(&path).to_owned();
+    assert!(Path::new(&path).join("bin/busybox").exists(), "{path}");
+    assert_eq!(first_line(&env.ok(&["mount", CONTAINER_ID])), path);
+    assert_eq!(env.ok(&["unmount", "web-app"]), "");
+    assert_eq!(env.ok(&["unmount", "web-app"]), "");
+    assert_eq!(first_line(&env.ok(&["mount", "web-app"])), path);
+
+    // metadata: CRI-O's record, and --set round trips
+    let metadata = env.json(&["metadata", "web-app"]);
+    assert_eq!(metadata["pod-name"], "web", "{metadata}");
+    assert_eq!(metadata["pod-id"], POD_ID, "{metadata}");
+    assert_eq!(metadata["name"], "web-app", "{metadata}");
+    assert_eq!(metadata["metadata-name"], "app", "{metadata}");
+    let pod_metadata = env.json(&["metadata", POD_ID]);
+    assert_eq!(pod_metadata["pod"], true, "{pod_metadata}");
+    assert_eq!(pod_metadata["namespace"], "default", "{pod_metadata}");
+    assert_eq!(pod_metadata["uid"], "u-1", "{pod_metadata}");
+    let mut changed = metadata.clone();
+    changed["metadata-name"] = "renamed".into();
+    changed["attempt"] = 3.into();
+    let set = env.json(&["metadata", "web-app", "--set", &changed.to_string()]);
+    assert_eq!(set["metadata-name"], "renamed", "{set}");
+    let again = env.json(&["metadata", "web-app"]);
+    assert_eq!(again, set);
+    assert_eq!(again["attempt"], 3, "{again}");
+
+    // workdir and rundir exist and belong to the container
+    for command in ["workdir", "rundir"] {
+        let dir = env.ok(&[command, "web-app"]);
+        let dir = first_line(&dir);
+        assert!(Path::new(dir).is_dir(), "{command}: {dir}");
+        assert!(dir.contains(CONTAINER_ID), "{command}: {dir}");
+    }
+    assert_eq!(
+        first_line(&env.ok(&["workdir", "web-app"])),
+        container["Dir"].as_str().unwrap()
+    );
+    assert_eq!(
+        first_line(&env.ok(&["rundir", "web-app"])),
+        container["RunDir"].as_str().unwrap()
+    );
+
+    // rm removes the (mounted) container and its directories; pod rm the sandbox
+    assert_eq!(env.ok(&["rm", "web-app"]), "");
+    assert!(!Path::new(container["Dir"].as_str().unwrap()).exists());
+    assert_eq!(env.ps().len(), 1);
+    assert_eq!(env.ok(&["pod", "rm", POD_ID]), "");
+    assert!(env.ps().is_empty());
+    assert_eq!(env.ok(&["ps"]).lines().count(), 1, "header only");
+    // only the image's layers remain
+    assert_eq!(env.layers().len(), 1, "{:?}", env.layers());
+}
+
+#[test]
+fn create_by_image_id_and_options() {
+    let env = Env::new();
+    let image_id = busybox_id();
+    let pod = env.json(&[
+        "pod",
+        "create",
+        "--pod-name",
+        "p",
+        "--pod-id",
+        POD_ID,
+        "--image-id",
+        &image_id,
+        "--container-name",
+        "p-sandbox",
+        "--metadata-name",
+        "p-meta",
+        "--attempt",
+        "2",
+        "--privileged",
+    ]);
+    assert_eq!(pod["ID"], POD_ID);
+    let created = env.json(&[
+        "create",
+        "--pod-name",
+        "p",
+        "--pod-id",
+        POD_ID,
+        "--image-id",
+        &image_id,
+        "--name",
+        "c",
+        "--id",
+        CONTAINER_ID,
+        "--metadata-name",
+        "c-meta",
+        "--attempt",
+        "1",
+        "--privileged",
+    ]);
+    assert_eq!(created["ID"], CONTAINER_ID);
+    let metadata = env.json(&["metadata", POD_ID]);
+    assert_eq!(metadata["name"], "p-sandbox", "{metadata}");
+    assert_eq!(metadata["metadata-name"], "p-meta", "{metadata}");
+    assert_eq!(metadata["attempt"], 2, "{metadata}");
+    assert_eq!(metadata["privileged"], true, "{metadata}");
+    assert_eq!(metadata["image-id"], image_id.as_str(), "{metadata}");
+    let metadata = env.json(&["metadata", "c"]);
+    assert_eq!(metadata["attempt"], 1, "{metadata}");
+    assert_eq!(metadata["privileged"], true, "{metadata}");
+    let names: Vec<serde_json::Value> = env.ps().iter().map(|r| r["Names"].clone()).collect();
+    assert!(
+        names.contains(&serde_json::json!(["p-sandbox", "p"])),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn errors_name_the_input_and_usage_errors_exit_two() {
+    let env = Env::new();
+    for args in [
+        &["rm", "nosuchcontainer"][..],
+        &["pod", "rm", "nosuchcontainer"],
+        &["mount", "nosuchcontainer"],
+        &["unmount", "nosuchcontainer"],
+        &["metadata", "nosuchcontainer"],
+        &["workdir", "nosuchcontainer"],
+        &["rundir", "nosuchcontainer"],
+        &["metadata", "nosuchcontainer", "--set", "{}"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.starts_with("podstore: "), "{args:?}: {stderr}");
+        assert!(stderr.contains("nosuchcontainer"), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+
+    // an unknown image, and invalid metadata, name the input
+    let args = [
+        "create",
+        "--pod-name",
+        "web",
+        "--pod-id",
+        POD_ID,
+        "--image",
+        "localhost/nosuchimage:1",
+        "--name",
+        "c",
+        "--id",
+        CONTAINER_ID,
+        "--metadata-name",
+        "c",
+    ];
+    let out = env.run(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("nosuchimage"), "{stderr}");
+    env.create_container("c", CONTAINER_ID);
+    let out = env.run(&["metadata", "c", "--set", "not json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("podstore: ") && stderr.contains("\"c\""),
+        "{stderr}"
+    );
+    // the same name again is refused, naming it
+    let out = env.run(
+        &Env::create_args("c", POD_ID)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("\"c\""), "{stderr}");
+    assert_eq!(env.ps().len(), 1);
+
+    // usage errors: status 2
+    for args in [
+        &["pod", "create", "--pod-id", POD_ID, "--image", IMAGE][..],
+        &[
+            "create",
+            "--pod-id",
+            POD_ID,
+            "--image",
+            IMAGE,
+            "--name",
+            "x",
+            "--id",
+            "x",
+            "--metadata-name",
+            "x",
+        ],
+        &[
+            "create",
+            "--pod-name",
+            "p",
+            "--pod-id",
+            POD_ID,
+            "--name",
+            "x",
+            "--id",
+            "x",
+            "--metadata-name",
+            "x",
+        ],
+        &[
+            "pod",
+            "create",
+            "--pod-name",
+            "p",
+            "--pod-id",
+            POD_ID,
+            "--image",
+            IMAGE,
+            "--image-id",
+            "abc",
+        ],
+        &[
+            "pod",
+            "create",
+            "--pod-name",
+            "p",
+            "--pod-id",
+            POD_ID,
+            "--image",
+            IMAGE,
+            "--uidmap",
+            "0:1",
+        ],
+        &["ps", "--format", "yaml"],
+        &["rm"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let out = env.run(&["pod", "create", "--pod-id", POD_ID, "--image", IMAGE]);
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("--pod-name")
+    );
+    // nothing was created by the failures
+    assert_eq!(env.ps().len(), 1);
+}
+
+#[test]
+fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
+    let env = Env::new();
+    let image_layers = env.layers().len();
+    let args = Env::create_args("victim", CONTAINER_ID);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut killed_before_done = 0;
+    for delay_ms in [0, 2, 5, 10, 20, 40] {
+        let mut child = env
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        if !status.success() {
+            killed_before_done += 1;
+        }
+
+        // The next open succeeds and repairs: no incomplete layer, every layer accounted for.
+        let rows = env.ps();
+        let layers = env.layers();
+        assert!(
+            layers.iter().all(|(_, incomplete)| !incomplete),
+            "delay {delay_ms}: {layers:?}"
+        );
+        assert!(rows.len() <= 1, "delay {delay_ms}: {rows:?}");
+        assert_eq!(
+            layers.len(),
+            image_layers + rows.len(),
+            "delay {delay_ms}: {layers:?} {rows:?}"
+        );
+        if let Some(row) = rows.first() {
+            // The kill came after the record was written: the container is whole.
+            assert_eq!(row["ID"], CONTAINER_ID, "delay {delay_ms}");
+            assert_eq!(row["Crio"], true, "delay {delay_ms}: {row}");
+            env.ok(&["rm", "victim"]);
+        }
+        // The name (and ID) can be used again.
+        let created = env.create_container("victim", CONTAINER_ID);
+        assert_eq!(created["ID"], CONTAINER_ID);
+        env.ok(&["rm", "victim"]);
+        assert!(env.ps().is_empty());
+        assert_eq!(env.layers().len(), image_layers);
+    }
+    // Not asserted (timing-dependent): how many kills landed before the command finished.
+    eprintln!("{killed_before_done} of 6 creates were killed before finishing");
+}
