@@ -237,13 +237,28 @@ metadata name defaults to the container name.")]
         #[arg(long, value_name = "NAME")]
         container_name: Option<String>,
         /// The CRI metadata name (default: the container name).
-        #[arg(long, value_name = "NAME", default_value = "")]
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "",
+            hide_default_value = true
+        )]
         metadata_name: String,
         /// The pod's UID (recorded in the metadata).
-        #[arg(long, value_name = "UID", default_value = "")]
+        #[arg(
+            long,
+            value_name = "UID",
+            default_value = "",
+            hide_default_value = true
+        )]
         uid: String,
         /// The pod's namespace (recorded in the metadata).
-        #[arg(long, value_name = "NAMESPACE", default_value = "")]
+        #[arg(
+            long,
+            value_name = "NAMESPACE",
+            default_value = "",
+            hide_default_value = true
+        )]
         namespace: String,
         /// Container settings shared with `create`.
         #[command(flatten)]

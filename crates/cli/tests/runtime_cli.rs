@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use podstore_testkit::fixtures::FixtureSet;
 
@@ -400,6 +399,27 @@ fn errors_name_the_input_and_usage_errors_exit_two() {
     assert!(stderr.contains("\"c\""), "{stderr}");
     assert_eq!(env.ps().len(), 1);
 
+    // per-container ID maps other than the store's are refused, leaving nothing behind
+    let out = env.run(&[
+        "pod",
+        "create",
+        "--pod-name",
+        "mapped",
+        "--pod-id",
+        POD_ID,
+        "--image",
+        IMAGE,
+        "--uidmap",
+        "0:100000:65536",
+        "--gidmap",
+        "0:100000:65536",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("podstore: "), "{stderr}");
+    assert_eq!(env.ps().len(), 1);
+    assert_eq!(env.layers().len(), 2, "{:?}", env.layers());
+
     // usage errors: status 2
     for args in [
         &["pod", "create", "--pod-id", POD_ID, "--image", IMAGE][..],
@@ -475,19 +495,30 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
     let image_layers = env.layers().len();
     let args = Env::create_args("victim", CONTAINER_ID);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // One uninterrupted create gives the span the kills are spread over.
+    let started = std::time::Instant::now();
+    env.create_container("victim", CONTAINER_ID);
+    let span = started.elapsed();
+    env.ok(&["rm", "victim"]);
     let mut killed_before_done = 0;
-    for delay_ms in [0, 2, 5, 10, 20, 40] {
+    let mut incomplete_seen = 0;
+    let steps = 8u32;
+    for step in 0..=steps {
+        let delay = span * step / steps;
         let mut child = env
             .command(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         if !status.success() {
             killed_before_done += 1;
+        }
+        if env.layers().iter().any(|(_, incomplete)| *incomplete) {
+            incomplete_seen += 1; // the kill landed while the layer was being made
         }
 
         // The next open succeeds and repairs: no incomplete layer, every layer accounted for.
@@ -495,18 +526,18 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
         let layers = env.layers();
         assert!(
             layers.iter().all(|(_, incomplete)| !incomplete),
-            "delay {delay_ms}: {layers:?}"
+            "delay {delay:?}: {layers:?}"
         );
-        assert!(rows.len() <= 1, "delay {delay_ms}: {rows:?}");
+        assert!(rows.len() <= 1, "delay {delay:?}: {rows:?}");
         assert_eq!(
             layers.len(),
             image_layers + rows.len(),
-            "delay {delay_ms}: {layers:?} {rows:?}"
+            "delay {delay:?}: {layers:?} {rows:?}"
         );
         if let Some(row) = rows.first() {
             // The kill came after the record was written: the container is whole.
-            assert_eq!(row["ID"], CONTAINER_ID, "delay {delay_ms}");
-            assert_eq!(row["Crio"], true, "delay {delay_ms}: {row}");
+            assert_eq!(row["ID"], CONTAINER_ID, "delay {delay:?}");
+            assert_eq!(row["Crio"], true, "delay {delay:?}: {row}");
             env.ok(&["rm", "victim"]);
         }
         // The name (and ID) can be used again.
@@ -517,5 +548,9 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
         assert_eq!(env.layers().len(), image_layers);
     }
     // Not asserted (timing-dependent): how many kills landed before the command finished.
-    eprintln!("{killed_before_done} of 6 creates were killed before finishing");
+    eprintln!(
+        "create takes {span:?}; {killed_before_done} of {} kills landed before it finished, \
+         {incomplete_seen} left an incomplete layer that the next open removed",
+        steps + 1
+    );
 }
