@@ -1,6 +1,8 @@
 //! End-to-end tests of the runtime commands of the `podstore` binary (`pod create`, `pod rm`,
 //! `create`, `rm`, `mount`, `unmount`, `metadata`, `workdir`, `rundir`, `ps`) on vfs stores
-//! under /dev/shm holding the testkit busybox image, and of a `create` killed with SIGKILL.
+//! under /dev/shm holding the testkit busybox image, of a `create` killed with SIGKILL, and
+//! interop: podman and the containers-storage CLI list podstore's containers, podstore lists
+//! and removes podman's, and `mount` works on overlay.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,24 +15,34 @@ const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789
 const CONTAINER_ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 const IMAGE: &str = "localhost/busybox:latest";
 
-/// A fresh vfs store under /dev/shm with busybox pulled from the testkit layout.
+/// A fresh store under /dev/shm with busybox pulled from the testkit layout.
 struct Env {
     dir: tempfile::TempDir,
+    driver: &'static str,
 }
 
 impl Env {
+    /// A vfs store.
     fn new() -> Env {
+        Env::with_driver("vfs")
+    }
+
+    fn with_driver(driver: &'static str) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("podstore-cli-runtime-")
             .tempdir_in("/dev/shm")
             .unwrap();
-        // The machine's storage.conf must not leak into the tests: the flags give every path.
+        // The machine's storage.conf must not leak into the tests; podman reads this one too.
         std::fs::write(
             dir.path().join("storage.conf"),
-            "[storage]\ndriver = \"vfs\"\n",
+            format!(
+                "[storage]\ndriver = \"{driver}\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                dir.path().join("root").display(),
+                dir.path().join("runroot").display()
+            ),
         )
         .unwrap();
-        let env = Env { dir };
+        let env = Env { dir, driver };
         let fixtures = FixtureSet::shared().unwrap();
         env.ok(&["pull", "--quiet", &fixtures.oci_reference("busybox")]);
         env
@@ -40,6 +52,46 @@ impl Env {
         self.dir.path().join("root")
     }
 
+    fn runroot(&self) -> PathBuf {
+        self.dir.path().join("runroot")
+    }
+
+    /// `tool` (podman or containers-storage) on this store, with `args`; asserts success.
+    fn peer(&self, tool: &str, args: &[&str]) -> String {
+        let mut command = Command::new(tool);
+        if tool == "podman" {
+            command
+                .arg("--root")
+                .arg(self.root())
+                .arg("--runroot")
+                .arg(self.runroot())
+                .arg("--tmpdir")
+                .arg(self.dir.path().join("podman-tmp"))
+                .args(["--cgroup-manager", "cgroupfs"]);
+        } else {
+            command
+                .arg("--graph")
+                .arg(self.root())
+                .arg("--run")
+                .arg(self.runroot());
+        }
+        let out = command
+            .args(["--storage-driver", self.driver])
+            .args(args)
+            .env(
+                "CONTAINERS_STORAGE_CONF",
+                self.dir.path().join("storage.conf"),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// `podstore` with this store's global flags followed by `args`.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_podstore"));
@@ -47,8 +99,8 @@ impl Env {
             .arg("--root")
             .arg(self.root())
             .arg("--runroot")
-            .arg(self.dir.path().join("runroot"))
-            .args(["--storage-driver", "vfs"])
+            .arg(self.runroot())
+            .args(["--storage-driver", self.driver])
             .args(args)
             .env(
                 "CONTAINERS_STORAGE_CONF",
@@ -553,4 +605,97 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
          {incomplete_seen} left an incomplete layer that the next open removed",
         steps + 1
     );
+}
+
+#[test]
+fn podman_and_containers_storage_see_podstore_containers_and_podstore_removes_podmans() {
+    let env = Env::new();
+    env.create_pod();
+    env.create_container("web-app", CONTAINER_ID);
+
+    let external: serde_json::Value = serde_json::from_str(
+        &env.peer("podman", &["ps", "--all", "--external", "--format", "json"]),
+    )
+    .unwrap();
+    let mut seen: Vec<(String, String)> = external
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["Id"].as_str().unwrap().to_owned(),
+                c["Names"][0].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (POD_ID.to_owned(), "web-infra".to_owned()),
+            (CONTAINER_ID.to_owned(), "web-app".to_owned())
+        ],
+        "{external}"
+    );
+    let listed = env.peer("containers-storage", &["containers"]);
+    for needle in [POD_ID, "web-infra", "web", CONTAINER_ID, "web-app"] {
+        assert!(listed.contains(needle), "{needle} missing from {listed}");
+    }
+
+    // a podman container: listed by podstore as not CRI-O's, and removed by it
+    let podman_id = env.peer(
+        "podman",
+        &[
+            "create",
+            "--network",
+            "none",
+            "--name",
+            "from-podman",
+            IMAGE,
+        ],
+    );
+    let podman_id = first_line(&podman_id).to_owned();
+    let rows = env.ps();
+    let row = rows.iter().find(|r| r["ID"] == podman_id.as_str()).unwrap();
+    assert_eq!(row["Names"], serde_json::json!(["from-podman"]), "{row}");
+    assert_eq!(row["Crio"], false, "{row}");
+    assert_eq!(row["PodName"], "", "{row}");
+    let table = env.ok(&["ps"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&podman_id[..12]))
+        .unwrap();
+    assert!(line.ends_with(" no"), "{table}");
+    let path = env.ok(&["mount", "from-podman"]);
+    assert!(Path::new(first_line(&path)).join("bin/busybox").exists());
+    env.ok(&["rm", "from-podman"]);
+    assert_eq!(env.ps().len(), 2);
+    let listed = env.peer("containers-storage", &["containers"]);
+    assert!(!listed.contains(&podman_id), "{listed}");
+}
+
+#[test]
+fn overlay_mount_holds_the_image_files_and_unmount_removes_it() {
+    let env = Env::with_driver("overlay");
+    env.create_container("web-app", CONTAINER_ID);
+    let path = env.ok(&["mount", "web-app"]);
+    let path = first_line(&path).to_owned();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(path.as_str()))
+    };
+    assert!(mounted(), "{path} is not a mount point");
+    assert!(Path::new(&path).join("bin/busybox").exists(), "{path}");
+    assert_eq!(first_line(&env.ok(&["mount", "web-app"])), path);
+    env.ok(&["unmount", "web-app"]);
+    assert!(!mounted(), "{path} still mounted");
+    // rm unmounts a mounted container first
+    env.ok(&["mount", "web-app"]);
+    env.ok(&["rm", "web-app"]);
+    assert!(!mounted(), "{path} still mounted after rm");
+    assert!(env.ps().is_empty());
+    // overlay's own bind mount of its home, if any, goes with the containers-storage shutdown
+    env.peer("containers-storage", &["shutdown"]);
 }
