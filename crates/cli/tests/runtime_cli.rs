@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use podstore_testkit::fixtures::FixtureSet;
+use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const CONTAINER_ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
@@ -28,6 +29,14 @@ impl Env {
     }
 
     fn with_driver(driver: &'static str) -> Env {
+        let env = Env::empty(driver);
+        let fixtures = FixtureSet::shared().unwrap();
+        env.ok(&["pull", "--quiet", &fixtures.oci_reference("busybox")]);
+        env
+    }
+
+    /// A store without images.
+    fn empty(driver: &'static str) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("podstore-cli-runtime-")
             .tempdir_in("/dev/shm")
@@ -42,10 +51,7 @@ impl Env {
             ),
         )
         .unwrap();
-        let env = Env { dir, driver };
-        let fixtures = FixtureSet::shared().unwrap();
-        env.ok(&["pull", "--quiet", &fixtures.oci_reference("busybox")]);
-        env
+        Env { dir, driver }
     }
 
     fn root(&self) -> PathBuf {
@@ -698,4 +704,51 @@ fn overlay_mount_holds_the_image_files_and_unmount_removes_it() {
     assert!(env.ps().is_empty());
     // overlay's own bind mount of its home, if any, goes with the containers-storage shutdown
     env.peer("containers-storage", &["shutdown"]);
+}
+
+#[test]
+fn pod_create_pulls_an_absent_image_with_the_authfile() {
+    let auth = RegistrySet::shared().unwrap().get(RegistryMode::BasicAuth);
+    let image = auth.image_reference("testkit/busybox:latest");
+    let env = Env::empty("vfs");
+    let pod_args = [
+        "pod",
+        "create",
+        "--pod-name",
+        "web",
+        "--pod-id",
+        POD_ID,
+        "--image",
+        &image,
+    ];
+
+    // without credentials the pull is refused, naming the registry, and nothing is left
+    let empty_auth = env.dir.path().join("empty-auth.json");
+    std::fs::write(&empty_auth, "{\"auths\":{}}").unwrap();
+    let mut args = pod_args.to_vec();
+    args.extend(["--authfile", empty_auth.to_str().unwrap()]);
+    let out = env.run(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("podstore: ") && stderr.contains(&auth.host_port()),
+        "{stderr}"
+    );
+    assert!(env.ps().is_empty());
+
+    // with the auth file (given after the subcommand) the pause image is pulled
+    let auth_file = auth.auth_file().unwrap();
+    let mut args = pod_args.to_vec();
+    args.extend(["--authfile", auth_file.to_str().unwrap()]);
+    let pod = env.json(&args);
+    assert_eq!(pod["ID"], POD_ID, "{pod}");
+    let rows = env.ps();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["Image"], busybox_id().as_str());
+    let images = env.json(&["images", "--format", "json"]);
+    assert_eq!(
+        images[0]["RepoTags"],
+        serde_json::json!([image]),
+        "{images}"
+    );
 }
