@@ -14,6 +14,9 @@
 //!   [`registry::RegistrySet::shared`] runs all three over one storage for a whole test binary.
 //! - [`tarball`]: the deterministic tar writer, for tests that craft their own layers.
 //! - [`http`]: a minimal blocking HTTP/1.1 client (plain HTTP) for probing a registry.
+//! - [`peers`]: `podman`, `skopeo` and the `containers-storage` CLI on a given store with this
+//!   machine's flags, [`peers::tool_available`], [`peers::shm_tempdir`] and
+//!   [`peers::StoreGuard`] (overlay `shutdown` + unmount on drop).
 //!
 //! Debian packages needed at run time: `docker-registry`, `apache2-utils` (htpasswd),
 //! `openssl`, `busybox-static`; the harness's own tests also use `skopeo` and `curl`.
@@ -45,5 +48,6 @@
 pub mod content;
 pub mod fixtures;
 pub mod http;
+pub mod peers;
 pub mod registry;
 pub mod tarball;

@@ -1,0 +1,255 @@
+//! The real peer tools the interop tests compare podstore with — `podman`, `skopeo` and the
+//! `containers-storage` CLI — run on a given store (root, runroot, driver) with this machine's
+//! flags, plus the scaffolding around them: a tool-presence check, scratch directories under
+//! `/dev/shm`, and a guard that shuts an overlay store down and unmounts it on drop.
+//!
+//! These helpers are for tests: `run` and `json` panic with the tool's stderr when the tool
+//! fails, so a test reads as a list of steps.
+//!
+//! Debian packages needed at run time: `podman`, `skopeo`, `containers-storage`.
+//!
+//! ```no_run
+//! use podstore_testkit::peers::{Podman, shm_tempdir};
+//!
+//! let dir = shm_tempdir("podstore-example-");
+//! let podman = Podman::new(dir.path().join("root"), dir.path().join("run"), "vfs");
+//! let images = podman.json(&["images", "--format", "json"]);
+//! assert!(images.as_array().is_some_and(Vec::is_empty));
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Whether `tool` is an executable file in a `PATH` directory; prints `SKIP: <tool> is not
+/// installed` when it is not, so a test can `return` early with a visible reason.
+pub fn tool_available(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        eprintln!("SKIP: {tool} is not installed");
+    }
+    found
+}
+
+/// A fresh directory under `/dev/shm` (tmpfs) whose name starts with `prefix`, removed on drop.
+///
+/// # Panics
+///
+/// When `/dev/shm` is not writable.
+pub fn shm_tempdir(prefix: &str) -> tempfile::TempDir {
+    match tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/dev/shm")
+    {
+        Ok(dir) => dir,
+        Err(error) => panic!("creating a tempdir {prefix}* in /dev/shm: {error}"),
+    }
+}
+
+/// Runs `command`, asserting that it started and exited successfully; `what` names it in the
+/// panic message, which carries the tool's stderr.
+fn run_checked(mut command: Command, what: &str) -> Output {
+    let out = match command.output() {
+        Ok(out) => out,
+        Err(error) => panic!("running {what}: {error}"),
+    };
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Parses a tool's stdout as JSON; `what` names the command in the panic message.
+fn parse_json(stdout: &[u8], what: &str) -> serde_json::Value {
+    match serde_json::from_slice(stdout) {
+        Ok(value) => value,
+        Err(error) => panic!(
+            "parsing the output of {what} ({:?}): {error}",
+            String::from_utf8_lossy(stdout)
+        ),
+    }
+}
+
+/// `podman` on one store: `--root R --runroot RR [--tmpdir T] --storage-driver D
+/// --cgroup-manager cgroupfs --events-backend none`.
+#[derive(Debug, Clone)]
+pub struct Podman {
+    root: PathBuf,
+    runroot: PathBuf,
+    driver: String,
+    tmpdir: Option<PathBuf>,
+}
+
+impl Podman {
+    /// Podman on the store at `root` / `runroot` with storage driver `driver`.
+    pub fn new(root: impl Into<PathBuf>, runroot: impl Into<PathBuf>, driver: &str) -> Podman {
+        Podman {
+            root: root.into(),
+            runroot: runroot.into(),
+            driver: driver.to_owned(),
+            tmpdir: None,
+        }
+    }
+
+    /// The same, also passing `--tmpdir tmpdir` (podman's own scratch directory).
+    #[must_use]
+    pub fn with_tmpdir(mut self, tmpdir: impl Into<PathBuf>) -> Podman {
+        self.tmpdir = Some(tmpdir.into());
+        self
+    }
+
+    /// A `podman` command with the store's global flags, ready for its arguments.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("podman");
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.runroot);
+        if let Some(tmpdir) = &self.tmpdir {
+            command.arg("--tmpdir").arg(tmpdir);
+        }
+        command.args([
+            "--storage-driver",
+            &self.driver,
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ]);
+        command
+    }
+
+    /// Runs `podman <flags> args`, asserting success; returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command.args(args);
+        run_checked(command, &format!("podman {args:?}"))
+    }
+
+    /// Runs `podman <flags> args`, asserting success; returns its stdout as UTF-8 text.
+    pub fn stdout(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.run(args).stdout).into_owned()
+    }
+
+    /// Runs `podman <flags> args` (e.g. `images --format json`), asserting success; returns its
+    /// stdout parsed as JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        parse_json(&self.run(args).stdout, &format!("podman {args:?}"))
+    }
+}
+
+/// The `containers-storage` CLI on one store: `--graph R --run RR --storage-driver D`.
+#[derive(Debug, Clone)]
+pub struct ContainersStorage {
+    root: PathBuf,
+    runroot: PathBuf,
+    driver: String,
+}
+
+impl ContainersStorage {
+    /// The CLI on the store at `root` / `runroot` with storage driver `driver`.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        runroot: impl Into<PathBuf>,
+        driver: &str,
+    ) -> ContainersStorage {
+        ContainersStorage {
+            root: root.into(),
+            runroot: runroot.into(),
+            driver: driver.to_owned(),
+        }
+    }
+
+    /// A `containers-storage` command with the store's global flags, ready for its arguments.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("containers-storage");
+        command
+            .arg("--graph")
+            .arg(&self.root)
+            .arg("--run")
+            .arg(&self.runroot)
+            .args(["--storage-driver", &self.driver]);
+        command
+    }
+
+    /// Runs `containers-storage <flags> args`, asserting success; returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command.args(args);
+        run_checked(command, &format!("containers-storage {args:?}"))
+    }
+
+    /// Runs `containers-storage <flags> args` (e.g. `containers --json`), asserting success;
+    /// returns its stdout parsed as JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        parse_json(
+            &self.run(args).stdout,
+            &format!("containers-storage {args:?}"),
+        )
+    }
+}
+
+/// `skopeo --insecure-policy` (no `policy.json` needed).
+#[derive(Debug, Clone, Default)]
+pub struct Skopeo;
+
+impl Skopeo {
+    /// A `skopeo --insecure-policy` command, ready for its arguments.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("skopeo");
+        command.arg("--insecure-policy");
+        command
+    }
+
+    /// Runs `skopeo --insecure-policy args`, asserting success; returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command.args(args);
+        run_checked(command, &format!("skopeo {args:?}"))
+    }
+
+    /// The `containers-storage:[driver@root+runroot]name` transport reference naming `name`
+    /// in that store, as skopeo and podman spell it.
+    pub fn store_reference(root: &Path, runroot: &Path, driver: &str, name: &str) -> String {
+        format!(
+            "containers-storage:[{driver}@{}+{}]{name}",
+            root.display(),
+            runroot.display()
+        )
+    }
+}
+
+/// On drop, runs `containers-storage ... --storage-driver overlay shutdown` on the store (which
+/// drops overlay's self bind-mount) and then `umount <root>/overlay`; failures are ignored, as
+/// the store may never have been created. Declare it after the tempdir holding the store so it
+/// drops first.
+#[derive(Debug)]
+pub struct StoreGuard {
+    root: PathBuf,
+    runroot: PathBuf,
+}
+
+impl StoreGuard {
+    /// Guards the overlay store at `root` / `runroot`.
+    pub fn overlay(root: impl Into<PathBuf>, runroot: impl Into<PathBuf>) -> StoreGuard {
+        StoreGuard {
+            root: root.into(),
+            runroot: runroot.into(),
+        }
+    }
+}
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        let _ = ContainersStorage::new(&self.root, &self.runroot, "overlay")
+            .command()
+            .arg("shutdown")
+            .output();
+        let _ = Command::new("umount")
+            .arg(self.root.join("overlay"))
+            .output();
+    }
+}
