@@ -10,14 +10,12 @@ use podstore_image::{ImageService, ImageServiceOptions, PullEvent, PullOptions};
 use podstore_metadata::{Store, StoreOptions};
 use podstore_registry::ProgressState;
 use podstore_testkit::fixtures::FixtureSet;
+use podstore_testkit::peers::shm_tempdir;
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_parallel_pulls_of_overlapping_images() {
-    let dir = tempfile::Builder::new()
-        .prefix("podstore-image-conc-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let dir = shm_tempdir("podstore-image-conc-");
     let conf = dir.path().join("registries.conf");
     std::fs::write(&conf, "").unwrap();
     let store = Arc::new(
@@ -143,10 +141,7 @@ fn child_pull() {
 
 #[test]
 fn two_processes_pull_the_same_image() {
-    let dir = tempfile::Builder::new()
-        .prefix("podstore-image-xproc-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let dir = shm_tempdir("podstore-image-xproc-");
     std::fs::write(dir.path().join("registries.conf"), "").unwrap();
     // create the store once so both children open an existing one
     drop(

@@ -5,13 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use podstore_image::{ImageError, ImageService, ImageServiceOptions, PullEvent, PullOptions};
 use podstore_metadata::{Store, StoreOptions};
 use podstore_registry::PlatformSelector;
 use podstore_testkit::fixtures::FixtureSet;
+use podstore_testkit::peers::{Podman, StoreGuard, shm_tempdir};
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 struct Env {
@@ -23,10 +23,7 @@ struct Env {
 }
 
 fn new_env() -> Env {
-    let dir = tempfile::Builder::new()
-        .prefix("podstore-image-pull-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let dir = shm_tempdir("podstore-image-pull-");
     let root = dir.path().join("root");
     let run = dir.path().join("run");
     let conf = dir.path().join("registries.conf");
@@ -353,28 +350,7 @@ fn podman_lists_the_pulled_image() {
     let pulled = svc
         .pull_image_blocking(&input, &PullOptions::default())
         .unwrap();
-    let out = Command::new("podman")
-        .arg("--root")
-        .arg(&env.root)
-        .arg("--runroot")
-        .arg(&env.run)
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ])
-        .args(["images", "--format", "json"])
-        .output()
-        .expect("running podman");
-    assert!(
-        out.status.success(),
-        "podman: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = Podman::new(&env.root, &env.run, "vfs").json(&["images", "--format", "json"]);
     let images = listed.as_array().unwrap();
     assert_eq!(images.len(), 1, "{listed}");
     assert_eq!(images[0]["Id"], pulled.id);
@@ -443,33 +419,9 @@ fn podstore_reports_a_podman_pulled_image_as_podman_does() {
     let plain = registries().get(RegistryMode::Plain);
     let fx = fixtures().image("multilayer").unwrap();
     let reference = plain.image_reference(&fx.registry_reference());
-    let podman = |args: &[&str]| {
-        let out = Command::new("podman")
-            .arg("--root")
-            .arg(&env.root)
-            .arg("--runroot")
-            .arg(&env.run)
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
-            .args(args)
-            .output()
-            .expect("running podman");
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    podman(&["pull", "--quiet", "--tls-verify=false", &reference]);
-    let listed: serde_json::Value =
-        serde_json::from_slice(&podman(&["images", "--format", "json"])).unwrap();
+    let podman = Podman::new(&env.root, &env.run, "vfs");
+    podman.run(&["pull", "--quiet", "--tls-verify=false", &reference]);
+    let listed = podman.json(&["images", "--format", "json"]);
     let theirs = &listed.as_array().unwrap()[0];
     let svc = service_with(&env, |_| {});
     let ours = svc.image_status(&reference).unwrap();
@@ -487,33 +439,9 @@ fn podstore_reports_a_podman_pulled_image_as_podman_does() {
     assert_eq!(ours.repo_tags, vec![reference.clone()]);
 }
 
-/// Runs the containers-storage CLI's `shutdown` (drops overlay's self bind-mount) on drop.
-struct OverlayCleanup {
-    root: PathBuf,
-    run: PathBuf,
-}
-
-impl Drop for OverlayCleanup {
-    fn drop(&mut self) {
-        let _ = Command::new("containers-storage")
-            .arg("--graph")
-            .arg(&self.root)
-            .arg("--run")
-            .arg(&self.run)
-            .args(["--storage-driver", "overlay", "shutdown"])
-            .output();
-        let _ = Command::new("umount")
-            .arg(self.root.join("overlay"))
-            .output();
-    }
-}
-
 #[test]
 fn podman_runs_a_podstore_pulled_image_on_overlay() {
-    let dir = tempfile::Builder::new()
-        .prefix("podstore-image-overlay-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let dir = shm_tempdir("podstore-image-overlay-");
     let (root, run, tmp) = (
         dir.path().join("root"),
         dir.path().join("run"),
@@ -522,10 +450,7 @@ fn podman_runs_a_podstore_pulled_image_on_overlay() {
     std::fs::create_dir_all(&tmp).unwrap();
     let conf = dir.path().join("registries.conf");
     std::fs::write(&conf, "").unwrap();
-    let _cleanup = OverlayCleanup {
-        root: root.clone(),
-        run: run.clone(),
-    };
+    let _cleanup = StoreGuard::overlay(&root, &run);
     let plain = registries().get(RegistryMode::Plain);
     let fx = fixtures().image("busybox").unwrap();
     let reference = plain.image_reference(&fx.registry_reference());
@@ -545,21 +470,9 @@ fn podman_runs_a_podstore_pulled_image_on_overlay() {
             .unwrap();
         assert_eq!(pulled.id, fx.image_id().unwrap());
     }
-    let out = Command::new("podman")
-        .arg("--root")
-        .arg(&root)
-        .arg("--runroot")
-        .arg(&run)
-        .arg("--tmpdir")
-        .arg(&tmp)
-        .args([
-            "--storage-driver",
-            "overlay",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ])
+    let out = Podman::new(&root, &run, "overlay")
+        .with_tmpdir(&tmp)
+        .command()
         .args(["--runtime", "runc", "run", "--rm", "--network", "none"])
         .args([
             "--ulimit",

@@ -5,12 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use podstore_image::{ImageError, ImageService, ImageServiceOptions, PullOptions};
 use podstore_metadata::{ContainerOptions, NamesOp, Store, StoreOptions};
 use podstore_testkit::fixtures::FixtureSet;
+use podstore_testkit::peers::{Skopeo, shm_tempdir};
 
 const SHA: &str = "2a03a6059f21e150ae84b0973863609494aad70f0a80eaeb64bddd8d92465812";
 const NORM: &str = "docker.io/library/image:latest";
@@ -24,10 +24,7 @@ struct Env {
 }
 
 fn new_env() -> Env {
-    let dir = tempfile::Builder::new()
-        .prefix("podstore-image-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let dir = shm_tempdir("podstore-image-");
     let root = dir.path().join("root");
     let run = dir.path().join("run");
     let empty_conf = dir.path().join("registries.conf");
@@ -75,22 +72,12 @@ fn pull_fixture(svc: &ImageService, tag: &str, name: &str) -> String {
 }
 
 fn skopeo_copy(env: &Env, tag: &str, name: &str) {
-    let dest = format!(
-        "containers-storage:[vfs@{}+{}]{name}",
-        env.root.display(),
-        env.run.display()
-    );
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "--quiet"])
-        .arg(fixtures().oci_reference(tag))
-        .arg(&dest)
-        .output()
-        .expect("running skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo copy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Skopeo.run(&[
+        "copy",
+        "--quiet",
+        &fixtures().oci_reference(tag),
+        &Skopeo::store_reference(&env.root, &env.run, "vfs", name),
+    ]);
 }
 
 fn names(v: &[&str]) -> Vec<String> {
