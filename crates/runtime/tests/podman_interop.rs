@@ -2,48 +2,17 @@
 //! podstore's `containers.json`), and podstore deletes a container made by `podman create`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use podstore_image::{ImageService, ImageServiceOptions, PullOptions};
 use podstore_metadata::{Store, StoreOptions};
 use podstore_runtime::{ContainerRequest, PodSandboxRequest, RuntimeService};
 use podstore_testkit::fixtures::FixtureSet;
-
-fn podman(root: &Path, run: &Path, tmp: &Path, args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .arg("--root")
-        .arg(root)
-        .arg("--runroot")
-        .arg(run)
-        .arg("--tmpdir")
-        .arg(tmp)
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "podman {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use podstore_testkit::peers::{ContainersStorage, Podman, shm_tempdir};
 
 #[test]
 fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
-    let dir = tempfile::Builder::new()
-        .prefix("podstore-runtime-podman-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let dir = shm_tempdir("podstore-runtime-podman-");
     let (root, run, tmp) = (
         dir.path().join("root"),
         dir.path().join("run"),
@@ -93,13 +62,8 @@ fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
         })
         .unwrap();
 
-    let listed: serde_json::Value = serde_json::from_str(&podman(
-        &root,
-        &run,
-        &tmp,
-        &["ps", "--all", "--external", "--format", "json"],
-    ))
-    .unwrap();
+    let podman = Podman::new(&root, &run, "vfs").with_tmpdir(&tmp);
+    let listed = podman.json(&["ps", "--all", "--external", "--format", "json"]);
     let listed = listed.as_array().unwrap();
     for (id, name) in [(&sandbox.id, "infra"), (&container.id, "app")] {
         let entry = listed
@@ -114,12 +78,7 @@ fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
 
     // a container podman made: its metadata (libpod's keys) decodes, is not CRI-O's, and podstore
     // deletes it
-    let podman_id = podman(
-        &root,
-        &run,
-        &tmp,
-        &["create", "--name", "from-podman", &image_id, "true"],
-    );
+    let podman_id = podman.stdout(&["create", "--name", "from-podman", &image_id, "true"]);
     let podman_id = podman_id.trim();
     let md = runtime.get_container_metadata(podman_id).unwrap();
     assert_eq!(md.container_name, "from-podman");
@@ -129,20 +88,7 @@ fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
     assert!(!store.layer_exists(&layer).unwrap());
     // the containers-storage CLI sees the store without it (podman's own database still
     // remembers its container; podman drops it with rm, which tolerates the missing storage)
-    let out = Command::new("containers-storage")
-        .arg("--graph")
-        .arg(&root)
-        .arg("--run")
-        .arg(&run)
-        .args(["--storage-driver", "vfs", "containers", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = ContainersStorage::new(&root, &run, "vfs").json(&["containers", "--json"]);
     let mut ids: Vec<String> = listed
         .as_array()
         .unwrap()
@@ -151,10 +97,10 @@ fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
         .collect();
     ids.sort();
     assert_eq!(ids, vec!["a".repeat(64), "b".repeat(64)]);
-    podman(&root, &run, &tmp, &["rm", "--force", "from-podman"]);
+    podman.run(&["rm", "--force", "from-podman"]);
 
     // podman removes podstore's container too
-    podman(&root, &run, &tmp, &["rm", "--force", &container.id]);
+    podman.run(&["rm", "--force", &container.id]);
     assert!(store.container(&container.id).is_err());
     runtime.remove_pod_sandbox(&sandbox.id).unwrap();
 }

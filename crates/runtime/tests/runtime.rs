@@ -14,6 +14,7 @@ use podstore_runtime::{
     RuntimeService,
 };
 use podstore_testkit::fixtures::{FixtureSet, busybox_expectations, check_rootfs};
+use podstore_testkit::peers::shm_tempdir;
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 const IMAGE_NAME: &str = "docker.io/library/imagename:latest";
@@ -31,10 +32,7 @@ fn fixtures() -> &'static FixtureSet {
 }
 
 fn new_env_with(driver: &str) -> Env {
-    let dir = tempfile::Builder::new()
-        .prefix("podstore-runtime-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let dir = shm_tempdir("podstore-runtime-");
     let root = dir.path().join("root");
     let run = dir.path().join("run");
     let conf = dir.path().join("registries.conf");
