@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use podstore_testkit::fixtures::FixtureSet;
+use podstore_testkit::peers::shm_tempdir;
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 /// A fresh vfs store under /dev/shm.
@@ -17,10 +18,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("podstore-cli-")
-            .tempdir_in("/dev/shm")
-            .unwrap();
+        let dir = shm_tempdir("podstore-cli-");
         // The machine's storage.conf must not leak into the tests: the flags give every path.
         std::fs::write(
             dir.path().join("storage.conf"),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use podstore_testkit::fixtures::FixtureSet;
+use podstore_testkit::peers::{ContainersStorage, Podman, shm_tempdir};
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -37,10 +38,7 @@ impl Env {
 
     /// A store without images.
     fn empty(driver: &'static str) -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("podstore-cli-runtime-")
-            .tempdir_in("/dev/shm")
-            .unwrap();
+        let dir = shm_tempdir("podstore-cli-runtime-");
         // The machine's storage.conf must not leak into the tests; podman reads this one too.
         std::fs::write(
             dir.path().join("storage.conf"),
@@ -64,25 +62,14 @@ impl Env {
 
     /// `tool` (podman or containers-storage) on this store, with `args`; asserts success.
     fn peer(&self, tool: &str, args: &[&str]) -> String {
-        let mut command = Command::new(tool);
-        if tool == "podman" {
-            command
-                .arg("--root")
-                .arg(self.root())
-                .arg("--runroot")
-                .arg(self.runroot())
-                .arg("--tmpdir")
-                .arg(self.dir.path().join("podman-tmp"))
-                .args(["--cgroup-manager", "cgroupfs"]);
+        let mut command = if tool == "podman" {
+            Podman::new(self.root(), self.runroot(), self.driver)
+                .with_tmpdir(self.dir.path().join("podman-tmp"))
+                .command()
         } else {
-            command
-                .arg("--graph")
-                .arg(self.root())
-                .arg("--run")
-                .arg(self.runroot());
-        }
+            ContainersStorage::new(self.root(), self.runroot(), self.driver).command()
+        };
         let out = command
-            .args(["--storage-driver", self.driver])
             .args(args)
             .env(
                 "CONTAINERS_STORAGE_CONF",
