@@ -4,20 +4,13 @@
 
 use podstore_metadata::{Store, StoreOptions};
 use podstore_reference::Digest;
+use podstore_testkit::peers::{ContainersStorage, Podman, Skopeo};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Whether a tool is on PATH; prints the skip reason when it is not.
-pub fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("SKIP: {tool} is not installed");
-    }
-    found
-}
+pub use podstore_testkit::peers::tool_available as have;
 
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -65,33 +58,15 @@ impl Scratch {
         StoreOptions::new(self.root(), self.run_root(), self.driver)
     }
     pub fn cs(&self) -> Command {
-        let mut c = Command::new("containers-storage");
-        c.arg("--graph")
-            .arg(self.root())
-            .arg("--run")
-            .arg(self.run_root());
-        c.arg("--storage-driver").arg(self.driver);
-        c
+        ContainersStorage::new(self.root(), self.run_root(), self.driver).command()
     }
     pub fn podman(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(self.root())
-            .arg("--runroot")
-            .arg(self.run_root());
-        c.arg("--tmpdir").arg(self.dir.path().join("tmp"));
-        c.arg("--storage-driver").arg(self.driver);
-        c.args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"]);
-        c
+        Podman::new(self.root(), self.run_root(), self.driver)
+            .with_tmpdir(self.dir.path().join("tmp"))
+            .command()
     }
     pub fn store_ref(&self, name: &str) -> String {
-        format!(
-            "containers-storage:[{}@{}+{}]{}",
-            self.driver,
-            self.root().display(),
-            self.run_root().display(),
-            name
-        )
+        Skopeo::store_reference(&self.root(), &self.run_root(), self.driver, name)
     }
     pub fn open(&self) -> Store {
         open_store(&self.options())
@@ -103,13 +78,7 @@ impl Drop for Scratch {
         if self.driver == "overlay" {
             let home = self.root().join("overlay");
             // Drop overlay's self bind-mount and any layer mounts left by the tools.
-            let _ = Command::new("containers-storage")
-                .arg("--graph")
-                .arg(self.root())
-                .arg("--run")
-                .arg(self.run_root())
-                .args(["--storage-driver", "overlay", "shutdown"])
-                .output();
+            let _ = self.cs().arg("shutdown").output();
             if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
                 let mut mps: Vec<&str> = info
                     .lines()
