@@ -7,33 +7,14 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
 
 use common::{Entry, Format, TarWriter, shm_tempdir};
 use podstore_layer::{ApplyOptions, CreateOptions, Driver, Vfs};
+use podstore_testkit::peers::{ContainersStorage, StoreGuard, tool_available};
 
 fn cstorage_import(root: &std::path::Path, blob: &[u8]) -> (Vec<u8>, serde_json::Value) {
-    let mut child = Command::new("containers-storage")
-        .args([
-            "--graph",
-            root.join("graph").to_str().unwrap(),
-            "--run",
-            root.join("run").to_str().unwrap(),
-        ])
-        .args(["--storage-driver", "vfs", "import-layer"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("containers-storage CLI (Debian package containers-storage)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), blob).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ContainersStorage::new(root.join("graph"), root.join("run"), "vfs")
+        .run_with_input(&["import-layer"], blob);
     let layers: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("graph/vfs-layers/layers.json")).unwrap())
             .unwrap();
@@ -68,12 +49,7 @@ fn layer() -> Vec<u8> {
 
 #[test]
 fn tar_split_identical_to_containers_storage() {
-    if Command::new("containers-storage")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("containers-storage CLI not installed: skipping");
+    if !tool_available("containers-storage") {
         return;
     }
     let tmp = shm_tempdir();
@@ -156,35 +132,13 @@ fn tar_split_identical_to_containers_storage() {
     }
 }
 
-/// Runs `containers-storage shutdown` on drop (the overlay driver bind-mounts its home).
-struct Shutdown(std::path::PathBuf);
-
-impl Drop for Shutdown {
-    fn drop(&mut self) {
-        let _ = Command::new("containers-storage")
-            .args([
-                "--graph",
-                self.0.join("graph").to_str().unwrap(),
-                "--run",
-                self.0.join("run").to_str().unwrap(),
-            ])
-            .args(["--storage-driver", "overlay", "shutdown"])
-            .output();
-    }
-}
-
 #[test]
 fn overlay_diff_identical_to_containers_storage() {
-    if Command::new("containers-storage")
-        .arg("version")
-        .output()
-        .is_err()
-    {
-        eprintln!("containers-storage CLI not installed: skipping");
+    if !tool_available("containers-storage") {
         return;
     }
     let tmp = shm_tempdir();
-    let _shutdown = Shutdown(tmp.path().to_path_buf());
+    let _shutdown = StoreGuard::overlay(tmp.path().join("graph"), tmp.path().join("run"));
     let mut w = TarWriter::new(Format::Pax);
     w.add(Entry::dir("etc/"));
     w.add(Entry::file("etc/.wh.passwd", b"").owner(3, 4));
@@ -201,27 +155,8 @@ fn overlay_diff_identical_to_containers_storage() {
     w.add(Entry::chardev("dev-null", 1, 3));
     let tar = w.finish();
 
-    let mut child = Command::new("containers-storage")
-        .args([
-            "--graph",
-            tmp.path().join("graph").to_str().unwrap(),
-            "--run",
-            tmp.path().join("run").to_str().unwrap(),
-        ])
-        .args(["--storage-driver", "overlay", "import-layer"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ContainersStorage::new(tmp.path().join("graph"), tmp.path().join("run"), "overlay")
+        .run_with_input(&["import-layer"], &tar);
     let layers: serde_json::Value = serde_json::from_slice(
         &std::fs::read(tmp.path().join("graph/overlay-layers/layers.json")).unwrap(),
     )

@@ -17,8 +17,9 @@
 //! assert!(images.as_array().is_some_and(Vec::is_empty));
 //! ```
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// Whether `tool` is an executable file in a `PATH` directory; prints `SKIP: <tool> is not
 /// installed` when it is not, so a test can `return` early with a visible reason.
@@ -180,6 +181,37 @@ impl ContainersStorage {
         let mut command = self.command();
         command.args(args);
         run_checked(command, &format!("containers-storage {args:?}"))
+    }
+
+    /// Runs `containers-storage <flags> args` (e.g. `import-layer`) with `input` on its stdin,
+    /// asserting success; returns its output.
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let what = format!("containers-storage {args:?}");
+        let mut command = self.command();
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => panic!("running {what}: {error}"),
+        };
+        if let Some(mut stdin) = child.stdin.take()
+            && let Err(error) = stdin.write_all(input)
+        {
+            panic!("writing the input of {what}: {error}");
+        }
+        let out = match child.wait_with_output() {
+            Ok(out) => out,
+            Err(error) => panic!("waiting for {what}: {error}"),
+        };
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
     }
 
     /// Runs `containers-storage <flags> args` (e.g. `containers --json`), asserting success;

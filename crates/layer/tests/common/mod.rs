@@ -410,8 +410,5 @@ pub fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 pub fn shm_tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("podstore-layer-")
-        .tempdir_in("/dev/shm")
-        .unwrap()
+    podstore_testkit::peers::shm_tempdir("podstore-layer-")
 }
