@@ -11,7 +11,7 @@ use podstore_image::{ImageError, ImageService, ImageServiceOptions, PullEvent, P
 use podstore_metadata::{Store, StoreOptions};
 use podstore_registry::PlatformSelector;
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::{Podman, StoreGuard, shm_tempdir};
+use podstore_testkit::peers::{Podman, StoreDirs, StoreGuard, shm_tempdir};
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 struct Env {
@@ -441,15 +441,9 @@ fn podstore_reports_a_podman_pulled_image_as_podman_does() {
 
 #[test]
 fn podman_runs_a_podstore_pulled_image_on_overlay() {
-    let dir = shm_tempdir("podstore-image-overlay-");
-    let (root, run, tmp) = (
-        dir.path().join("root"),
-        dir.path().join("run"),
-        dir.path().join("tmp"),
-    );
-    std::fs::create_dir_all(&tmp).unwrap();
-    let conf = dir.path().join("registries.conf");
-    std::fs::write(&conf, "").unwrap();
+    let dir = StoreDirs::new("podstore-image-overlay-");
+    let (root, run) = (dir.root(), dir.runroot());
+    let conf = dir.empty_file("registries.conf");
     let _cleanup = StoreGuard::overlay(&root, &run);
     let plain = registries().get(RegistryMode::Plain);
     let fx = fixtures().image("busybox").unwrap();
@@ -470,8 +464,8 @@ fn podman_runs_a_podstore_pulled_image_on_overlay() {
             .unwrap();
         assert_eq!(pulled.id, fx.image_id().unwrap());
     }
-    let out = Podman::new(&root, &run, "overlay")
-        .with_tmpdir(&tmp)
+    let out = dir
+        .podman("overlay")
         .command()
         .args(["--runtime", "runc", "run", "--rm", "--network", "none"])
         .args([

@@ -8,19 +8,13 @@ use podstore_image::{ImageService, ImageServiceOptions, PullOptions};
 use podstore_metadata::{Store, StoreOptions};
 use podstore_runtime::{ContainerRequest, PodSandboxRequest, RuntimeService};
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::{ContainersStorage, Podman, shm_tempdir};
+use podstore_testkit::peers::StoreDirs;
 
 #[test]
 fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
-    let dir = shm_tempdir("podstore-runtime-podman-");
-    let (root, run, tmp) = (
-        dir.path().join("root"),
-        dir.path().join("run"),
-        dir.path().join("tmp"),
-    );
-    std::fs::create_dir_all(&tmp).unwrap();
-    let conf = dir.path().join("registries.conf");
-    std::fs::write(&conf, "").unwrap();
+    let dir = StoreDirs::new("podstore-runtime-podman-");
+    let (root, run) = (dir.root(), dir.runroot());
+    let conf = dir.empty_file("registries.conf");
     let store = Arc::new(Store::open(&StoreOptions::new(&root, &run, "vfs")).unwrap());
     let images = ImageService::new(
         Arc::clone(&store),
@@ -62,7 +56,7 @@ fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
         })
         .unwrap();
 
-    let podman = Podman::new(&root, &run, "vfs").with_tmpdir(&tmp);
+    let podman = dir.podman("vfs");
     let listed = podman.json(&["ps", "--all", "--external", "--format", "json"]);
     let listed = listed.as_array().unwrap();
     for (id, name) in [(&sandbox.id, "infra"), (&container.id, "app")] {
@@ -88,7 +82,9 @@ fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
     assert!(!store.layer_exists(&layer).unwrap());
     // the containers-storage CLI sees the store without it (podman's own database still
     // remembers its container; podman drops it with rm, which tolerates the missing storage)
-    let listed = ContainersStorage::new(&root, &run, "vfs").json(&["containers", "--json"]);
+    let listed = dir
+        .containers_storage("vfs")
+        .json(&["containers", "--json"]);
     let mut ids: Vec<String> = listed
         .as_array()
         .unwrap()

@@ -50,7 +50,12 @@ pub fn shm_tempdir(prefix: &str) -> tempfile::TempDir {
 /// Runs `command`, asserting that it started and exited successfully; `what` names it in the
 /// panic message, which carries the tool's stderr.
 fn run_checked(mut command: Command, what: &str) -> Output {
-    let out = match command.output() {
+    succeeded(command.output(), what)
+}
+
+/// The output of a finished command, asserting that it started and exited successfully.
+fn succeeded(out: std::io::Result<Output>, what: &str) -> Output {
+    let out = match out {
         Ok(out) => out,
         Err(error) => panic!("running {what}: {error}"),
     };
@@ -202,16 +207,7 @@ impl ContainersStorage {
         {
             panic!("writing the input of {what}: {error}");
         }
-        let out = match child.wait_with_output() {
-            Ok(out) => out,
-            Err(error) => panic!("waiting for {what}: {error}"),
-        };
-        assert!(
-            out.status.success(),
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        succeeded(child.wait_with_output(), &what)
     }
 
     /// Runs `containers-storage <flags> args` (e.g. `containers --json`), asserting success;
@@ -283,5 +279,73 @@ impl Drop for StoreGuard {
         let _ = Command::new("umount")
             .arg(self.root.join("overlay"))
             .output();
+    }
+}
+
+/// A scratch store's directories in a fresh `/dev/shm` tempdir, removed on drop: `root` and
+/// `run` (left for the store to create) and `tmp` (created, for podman's `--tmpdir`).
+#[derive(Debug)]
+pub struct StoreDirs {
+    dir: tempfile::TempDir,
+}
+
+impl StoreDirs {
+    /// A fresh tempdir named `prefix*` under `/dev/shm`, with `tmp/` created.
+    ///
+    /// # Panics
+    ///
+    /// When `/dev/shm` is not writable.
+    pub fn new(prefix: &str) -> StoreDirs {
+        let dirs = StoreDirs {
+            dir: shm_tempdir(prefix),
+        };
+        if let Err(error) = std::fs::create_dir_all(dirs.tmpdir()) {
+            panic!("creating {}: {error}", dirs.tmpdir().display());
+        }
+        dirs
+    }
+
+    /// The tempdir itself.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The store's root (graph root): `<tempdir>/root`.
+    pub fn root(&self) -> PathBuf {
+        self.path().join("root")
+    }
+
+    /// The store's run root: `<tempdir>/run`.
+    pub fn runroot(&self) -> PathBuf {
+        self.path().join("run")
+    }
+
+    /// Podman's scratch directory: `<tempdir>/tmp` (exists).
+    pub fn tmpdir(&self) -> PathBuf {
+        self.path().join("tmp")
+    }
+
+    /// Writes an empty file `name` in the tempdir (e.g. a `registries.conf` that names no
+    /// registry) and returns its path.
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be written.
+    pub fn empty_file(&self, name: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Err(error) = std::fs::write(&path, "") {
+            panic!("writing {}: {error}", path.display());
+        }
+        path
+    }
+
+    /// Podman on this store with `driver`, its `--tmpdir` set to [`StoreDirs::tmpdir`].
+    pub fn podman(&self, driver: &str) -> Podman {
+        Podman::new(self.root(), self.runroot(), driver).with_tmpdir(self.tmpdir())
+    }
+
+    /// The containers-storage CLI on this store with `driver`.
+    pub fn containers_storage(&self, driver: &str) -> ContainersStorage {
+        ContainersStorage::new(self.root(), self.runroot(), driver)
     }
 }

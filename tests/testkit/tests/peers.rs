@@ -1,10 +1,12 @@
 //! The peer-tool helpers against the real tools: podman and the containers-storage CLI agree on
-//! an empty vfs store made in a `/dev/shm` tempdir, a failing command panics with its stderr,
+//! an empty vfs store made in a `/dev/shm` tempdir ([`StoreDirs`]), a failing command panics with its stderr,
 //! and skopeo copies a fixture into that store where both tools then see it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::{ContainersStorage, Podman, Skopeo, shm_tempdir, tool_available};
+use podstore_testkit::peers::{
+    ContainersStorage, Podman, Skopeo, StoreDirs, shm_tempdir, tool_available,
+};
 
 #[test]
 fn tool_available_finds_sh_and_not_a_made_up_name() {
@@ -34,10 +36,13 @@ fn podman_and_containers_storage_see_what_skopeo_copied() {
     {
         return;
     }
-    let dir = shm_tempdir("podstore-testkit-peers-");
-    let (root, run) = (dir.path().join("root"), dir.path().join("run"));
-    let podman = Podman::new(&root, &run, "vfs").with_tmpdir(dir.path().join("tmp"));
-    let cs = ContainersStorage::new(&root, &run, "vfs");
+    let dir = StoreDirs::new("podstore-testkit-peers-");
+    let (root, run) = (dir.root(), dir.runroot());
+    assert!(dir.tmpdir().is_dir());
+    let conf = dir.empty_file("registries.conf");
+    assert_eq!(std::fs::read(&conf).unwrap(), b"");
+    let podman = dir.podman("vfs");
+    let cs = dir.containers_storage("vfs");
     assert_eq!(
         podman.json(&["images", "--format", "json"]),
         serde_json::json!([])
@@ -61,6 +66,12 @@ fn podman_and_containers_storage_see_what_skopeo_copied() {
     let theirs = cs.json(&["images", "--json"]);
     assert_eq!(theirs.as_array().unwrap().len(), 1, "{theirs}");
     assert_eq!(theirs[0]["names"][0], name);
+
+    // the same store through explicitly built peers
+    let again = Podman::new(&root, &run, "vfs").json(&["images", "--format", "json"]);
+    assert_eq!(again, listed);
+    let again = ContainersStorage::new(&root, &run, "vfs").json(&["images", "--json"]);
+    assert_eq!(again, theirs);
 
     let failure = std::panic::catch_unwind(|| podman.run(&["image", "inspect", "no-such-image"]))
         .unwrap_err();
