@@ -282,15 +282,7 @@ async fn auth_tls_and_failures_leave_the_store_unchanged() {
     );
     // a wrong password
     let wrong = env.root.parent().unwrap().join("wrong-auth.json");
-    let token = "dGVzdGtpdDp3cm9uZw=="; // testkit:wrong
-    std::fs::write(
-        &wrong,
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"{token}"}}}}}}"#,
-            auth.host_port()
-        ),
-    )
-    .unwrap();
+    auth.write_auth_file(&wrong, "testkit", "wrong").unwrap();
     let svc = service_with(&env, |o| o.auth_file = Some(wrong.clone()));
     let err = svc
         .pull_image(&input, &PullOptions::default())

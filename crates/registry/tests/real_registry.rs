@@ -202,18 +202,8 @@ async fn basic_auth_with_auth_file_and_wrong_password() {
 
     let dir = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
     let wrong = dir.path().join("auth.json");
-    let token = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:not-the-password"))
-    };
-    std::fs::write(
-        &wrong,
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"{token}"}}}}}}"#,
-            auth.host_port()
-        ),
-    )
-    .unwrap();
+    auth.write_auth_file(&wrong, USERNAME, "not-the-password")
+        .unwrap();
     let wrong_regs = registries(AuthFiles::explicit(&wrong), CertDirs::PerHost(vec![]));
     let err = wrong_regs
         .resolve(&[PullSource {

@@ -364,13 +364,19 @@ impl Registry {
     pub fn auth_file(&self) -> Result<PathBuf> {
         let path = self.dir.join(format!("auth-{}.json", self.port));
         if !path.exists() {
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"));
-            let json = serde_json::json!({"auths": {self.host_port(): {"auth": token}}});
-            fs::write(&path, serde_json::to_vec_pretty(&json)?)
-                .with_context(|| format!("writing {}", path.display()))?;
+            self.write_auth_file(&path, USERNAME, PASSWORD)?;
         }
         Ok(path)
+    }
+
+    /// Writes a containers `auth.json` at `path` holding `username:password` for this
+    /// registry (e.g. a wrong password, to test refusals).
+    pub fn write_auth_file(&self, path: &Path, username: &str, password: &str) -> Result<()> {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let json = serde_json::json!({"auths": {self.host_port(): {"auth": token}}});
+        fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The test CA certificate (PEM) a TLS registry's certificate is signed by.
