@@ -2,10 +2,9 @@
 //! podstore's `containers.json`), and podstore deletes a container made by `podman create`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
 
-use podstore_image::{ImageService, ImageServiceOptions, PullOptions};
-use podstore_metadata::{Store, StoreOptions};
+use podstore_image::PullOptions;
 use podstore_runtime::{ContainerRequest, PodSandboxRequest, RuntimeService};
 use podstore_testkit::fixtures::FixtureSet;
 use podstore_testkit::peers::StoreDirs;
@@ -14,17 +13,7 @@ use podstore_testkit::peers::StoreDirs;
 fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
     let dir = StoreDirs::new("podstore-runtime-podman-");
     let (root, run) = (dir.root(), dir.runroot());
-    let conf = dir.empty_file("registries.conf");
-    let store = Arc::new(Store::open(&StoreOptions::new(&root, &run, "vfs")).unwrap());
-    let images = ImageService::new(
-        Arc::clone(&store),
-        ImageServiceOptions {
-            registries_conf: Some(conf),
-            auth_file: Some(dir.path().join("no-auth.json")),
-            ..ImageServiceOptions::default()
-        },
-    )
-    .unwrap();
+    let (store, images) = common::store_and_images(dir.path(), &root, &run, "vfs");
     let image_id = images
         .pull_image_blocking(
             &FixtureSet::shared().unwrap().oci_reference("busybox"),

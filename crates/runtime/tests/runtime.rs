@@ -3,12 +3,14 @@
 //! `docker-registry` (plain and basic-auth), 16 containers in parallel, and real mounts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use podstore_image::{ImageService, ImageServiceOptions, PullOptions};
-use podstore_metadata::{ContainerOptions, Error as StoreError, Store, StoreOptions};
+use podstore_image::PullOptions;
+use podstore_metadata::{ContainerOptions, Error as StoreError, Store};
 use podstore_runtime::{
     ContainerRequest, IdMap, IdMappings, PodSandboxRequest, RuntimeContainerMetadata, RuntimeError,
     RuntimeService,
@@ -35,18 +37,7 @@ fn new_env_with(driver: &str) -> Env {
     let dir = shm_tempdir("podstore-runtime-");
     let root = dir.path().join("root");
     let run = dir.path().join("run");
-    let conf = dir.path().join("registries.conf");
-    std::fs::write(&conf, "").unwrap();
-    let store = Arc::new(Store::open(&StoreOptions::new(&root, &run, driver)).unwrap());
-    let images = ImageService::new(
-        Arc::clone(&store),
-        ImageServiceOptions {
-            registries_conf: Some(conf),
-            auth_file: Some(dir.path().join("no-auth.json")),
-            ..ImageServiceOptions::default()
-        },
-    )
-    .unwrap();
+    let (store, images) = common::store_and_images(dir.path(), &root, &run, driver);
     let runtime = RuntimeService::new(images).with_selinux(false);
     Env {
         dir,

@@ -1,7 +1,7 @@
 //! The real peer tools the interop tests compare podstore with — `podman`, `skopeo` and the
 //! `containers-storage` CLI — run on a given store (root, runroot, driver) with this machine's
 //! flags, plus the scaffolding around them: a tool-presence check, scratch directories under
-//! `/dev/shm`, and a guard that shuts an overlay store down and unmounts it on drop.
+//! `/dev/shm` ([`shm_tempdir`], [`StoreDirs`]), and a guard that shuts an overlay store down and unmounts it on drop.
 //!
 //! These helpers are for tests: `run` and `json` panic with the tool's stderr when the tool
 //! fails, so a test reads as a list of steps.
@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// Whether `tool` is an executable file in a `PATH` directory; prints `SKIP: <tool> is not
+/// Whether a file named `tool` is in a `PATH` directory; prints `SKIP: <tool> is not
 /// installed` when it is not, so a test can `return` early with a visible reason.
 pub fn tool_available(tool: &str) -> bool {
     let found = std::env::var_os("PATH")
