@@ -547,6 +547,11 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
     env.ok(&["rm", "victim"]);
     let mut killed_before_done = 0;
     let mut incomplete_seen = 0;
+    // A kill between "read-write layer committed" and "container record saved" leaves that layer
+    // unreferenced, exactly as containers/storage 1.43 does in the same window (its HEAD `check`
+    // reports it as ErrLayerUnreferenced). Such orphans are counted, never a visible container;
+    // removing them is `check --repair`'s job (issue 10).
+    let mut orphans = 0usize;
     let steps = 8u32;
     for step in 0..=steps {
         let delay = span * step / steps;
@@ -574,11 +579,12 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
             "delay {delay:?}: {layers:?}"
         );
         assert!(rows.len() <= 1, "delay {delay:?}: {rows:?}");
-        assert_eq!(
-            layers.len(),
-            image_layers + rows.len(),
+        let expected = image_layers + orphans + rows.len();
+        assert!(
+            layers.len() == expected || layers.len() == expected + 1,
             "delay {delay:?}: {layers:?} {rows:?}"
         );
+        orphans += layers.len() - expected;
         if let Some(row) = rows.first() {
             // The kill came after the record was written: the container is whole.
             assert_eq!(row["ID"], CONTAINER_ID, "delay {delay:?}");
@@ -590,12 +596,13 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
         assert_eq!(created["ID"], CONTAINER_ID);
         env.ok(&["rm", "victim"]);
         assert!(env.ps().is_empty());
-        assert_eq!(env.layers().len(), image_layers);
+        assert_eq!(env.layers().len(), image_layers + orphans);
     }
     // Not asserted (timing-dependent): how many kills landed before the command finished.
     eprintln!(
         "create takes {span:?}; {killed_before_done} of {} kills landed before it finished, \
-         {incomplete_seen} left an incomplete layer that the next open removed",
+         {incomplete_seen} left an incomplete layer that the next open removed, \
+         {orphans} left an unreferenced read-write layer",
         steps + 1
     );
 }
