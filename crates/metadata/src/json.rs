@@ -8,8 +8,9 @@ use serde_json::{Map, Number, Value};
 
 use crate::gotime::GoTime;
 
-/// Appends `s` as a Go-escaped JSON string (`<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX`).
-pub(crate) fn write_string(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` as a JSON string exactly as Go's `encoding/json` writes it: `<`, `>`, `&`,
+/// control characters (other than `\n`, `\r`, `\t`), U+2028 and U+2029 as `\uXXXX`.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();

@@ -53,6 +53,7 @@ pub mod store;
 pub use config::StoreOptions;
 pub use error::{Error, RecordKind, Result};
 pub use gotime::GoTime;
+pub use json::write_string as write_go_json_string;
 pub use records::{Container, Image, Layer, Mountpoint, is_manifest_key};
 pub use store::{
     BigDataItem, ContainerOptions, ImageOptions, LayerCreateStats, LayerOptions, NamesOp,

@@ -3,7 +3,7 @@
 //! order and omit-empty rules, and its decoding rules (case-insensitive keys, last duplicate
 //! wins, `null` is the zero value).
 
-use serde::Serialize;
+use podstore_metadata::write_go_json_string;
 use serde_json::Value;
 
 /// What CRI-O stores about a pod sandbox or container in the store's metadata field.
@@ -18,55 +18,34 @@ use serde_json::Value;
 ///     r#"{"pod-name":"","pod-id":"","image-name":"","image-id":"","name":"","metadata-name":"","mountlabel":"label","created-at":0,"pod":true}"#
 /// );
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeContainerMetadata {
     /// The pod's name (mandatory for CRI-O containers).
-    #[serde(rename = "pod-name")]
     pub pod_name: String,
     /// The pod's ID (mandatory for CRI-O containers).
-    #[serde(rename = "pod-id")]
     pub pod_id: String,
     /// The image name the container was created from, as given.
-    #[serde(rename = "image-name")]
     pub image_name: String,
     /// The ID of the image the container was created from.
-    #[serde(rename = "image-id")]
     pub image_id: String,
     /// The container's name; for an infrastructure container usually `<pod name>-infra`.
-    #[serde(rename = "name")]
     pub container_name: String,
     /// The name given in the CRI PodSandbox or Container metadata.
-    #[serde(rename = "metadata-name")]
     pub metadata_name: String,
     /// The pod's UID (pods only).
-    #[serde(rename = "uid", skip_serializing_if = "String::is_empty")]
     pub uid: String,
     /// The pod's namespace (pods only).
-    #[serde(rename = "namespace", skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// The SELinux mount label.
-    #[serde(rename = "mountlabel", skip_serializing_if = "String::is_empty")]
     pub mount_label: String,
     /// Creation time, Unix seconds.
-    #[serde(rename = "created-at")]
     pub created_at: i64,
     /// Creation attempt number.
-    #[serde(rename = "attempt", skip_serializing_if = "is_zero")]
     pub attempt: u32,
     /// True for a pod's infrastructure container.
-    #[serde(rename = "pod", skip_serializing_if = "is_false")]
     pub pod: bool,
     /// True for a privileged container.
-    #[serde(rename = "privileged", skip_serializing_if = "is_false")]
     pub privileged: bool,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
-
-fn is_false(v: &bool) -> bool {
-    !*v
 }
 
 /// Why a metadata string could not be decoded.
@@ -101,11 +80,49 @@ pub enum MetadataDecodeError {
 
 impl RuntimeContainerMetadata {
     /// Encodes as CRI-O does: compact, keys in declaration order, empty optional keys omitted,
-    /// `<`, `>` and `&` escaped as `\u003c`, `\u003e`, `\u0026`.
+    /// strings escaped as Go's `encoding/json` escapes them (`<`, `>`, `&` as `\u003c`, `\u003e`,
+    /// `\u0026`; control characters as `\u00XX`).
     pub fn to_json(&self) -> String {
-        // Serialising a struct of strings, integers and booleans cannot fail.
-        let raw = serde_json::to_string(self).unwrap_or_default();
-        escape_html(&raw)
+        let mut out = Vec::with_capacity(256);
+        let mut first = true;
+        let mut key = |out: &mut Vec<u8>, name: &str| {
+            out.push(if first { b'{' } else { b',' });
+            first = false;
+            write_go_json_string(out, name);
+            out.push(b':');
+        };
+        let strings = [
+            ("pod-name", &self.pod_name, false),
+            ("pod-id", &self.pod_id, false),
+            ("image-name", &self.image_name, false),
+            ("image-id", &self.image_id, false),
+            ("name", &self.container_name, false),
+            ("metadata-name", &self.metadata_name, false),
+            ("uid", &self.uid, true),
+            ("namespace", &self.namespace, true),
+            ("mountlabel", &self.mount_label, true),
+        ];
+        for (name, value, omit_empty) in strings {
+            if !(omit_empty && value.is_empty()) {
+                key(&mut out, name);
+                write_go_json_string(&mut out, value);
+            }
+        }
+        key(&mut out, "created-at");
+        out.extend_from_slice(self.created_at.to_string().as_bytes());
+        if self.attempt != 0 {
+            key(&mut out, "attempt");
+            out.extend_from_slice(self.attempt.to_string().as_bytes());
+        }
+        for (name, value) in [("pod", self.pod), ("privileged", self.privileged)] {
+            if value {
+                key(&mut out, name);
+                out.extend_from_slice(b"true");
+            }
+        }
+        out.push(b'}');
+        // Every piece written above is valid UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Decodes as Go's `encoding/json` would into CRI-O's struct: keys match case-insensitively,
@@ -183,23 +200,6 @@ impl RuntimeContainerMetadata {
     }
 }
 
-/// Go's JSON encoder escapes these for safe embedding in HTML; so must we, to write the same
-/// bytes.
-fn escape_html(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +246,21 @@ mod tests {
         let json = md.to_json();
         assert!(
             json.starts_with(r#"{"pod-name":"\u003ca\u0026b\u003e","#),
+            "{json}"
+        );
+        assert_eq!(RuntimeContainerMetadata::from_json(&json).unwrap(), md);
+    }
+
+    #[test]
+    fn escapes_control_characters_like_go() {
+        // serde_json would write \b and \f here; Go writes \u0008 and \u000c.
+        let md = RuntimeContainerMetadata {
+            pod_name: "a\u{8}b\u{c}c\nd\u{2028}".into(),
+            ..Default::default()
+        };
+        let json = md.to_json();
+        assert!(
+            json.starts_with(r#"{"pod-name":"a\u0008b\u000cc\nd\u2028","#),
             "{json}"
         );
         assert_eq!(RuntimeContainerMetadata::from_json(&json).unwrap(), md);
