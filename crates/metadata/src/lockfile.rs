@@ -2,13 +2,14 @@
 //! `flock`) behind an in-process reader/writer gate, and the 64-byte last-writer token.
 //!
 //! POSIX record locks belong to the process and are dropped when *any* descriptor of the file
-//! is closed, so, as in containers/storage, one descriptor per lock file is shared by every
-//! holder in this process: opened at the first acquisition, closed at the last release.
-//! Threads exclude each other through the gate.
+//! is closed. So each lock file (identified by device and inode) has exactly one descriptor in
+//! this process, opened when the first [`LockFile`] for it is made and closed only when the
+//! last one is dropped; acquiring and releasing use `F_SETLKW`/`F_UNLCK` on that descriptor,
+//! never open or close. Threads exclude each other through the gate.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -38,17 +39,20 @@ impl Token {
 struct GateState {
     readers: usize,
     writer: bool,
-    file: Option<Arc<File>>,
 }
 
 struct LockShared {
     path: PathBuf,
+    /// The process's only descriptor of this lock file; closing it would drop every POSIX
+    /// lock the process holds on the file, so it lives exactly as long as this value.
+    file: File,
     state: Mutex<GateState>,
     changed: Condvar,
 }
 
-fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<LockShared>>> {
-    static REG: OnceLock<Mutex<HashMap<PathBuf, Weak<LockShared>>>> = OnceLock::new();
+/// Lock files open in this process, by (device, inode).
+fn registry() -> &'static Mutex<HashMap<(u64, u64), Weak<LockShared>>> {
+    static REG: OnceLock<Mutex<HashMap<(u64, u64), Weak<LockShared>>>> = OnceLock::new();
     REG.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -57,7 +61,7 @@ fn lock_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// One lock file (`layers.lock`, `images.lock`, …), shared by every `LockFile` of the same
-/// path in this process.
+/// file in this process.
 #[derive(Clone)]
 pub struct LockFile {
     shared: Arc<LockShared>,
@@ -73,22 +77,33 @@ impl LockFile {
     /// Opens (creating with mode 0644 if needed) the lock file at `path`. The file is never
     /// truncated or deleted.
     pub fn open(path: &Path) -> Result<LockFile, Error> {
-        // Make sure the file exists now so errors surface at open time.
-        open_lock_file(path)?;
-        // One gate per file, however it is named (POSIX locks are per process and inode).
-        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let path = canonical.as_path();
         let mut reg = lock_poison(registry());
-        if let Some(existing) = reg.get(path).and_then(Weak::upgrade) {
+        // stat, not open: opening and closing a second descriptor of a file this process
+        // holds locked would release those locks.
+        if let Ok(meta) = std::fs::metadata(path)
+            && let Some(existing) = reg.get(&(meta.dev(), meta.ino())).and_then(Weak::upgrade)
+        {
+            return Ok(LockFile { shared: existing });
+        }
+        // No LockFile of this process has the file open, so this descriptor is its only one.
+        let file = open_lock_file(path)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| io_err("inspecting lock file", path, e))?;
+        let key = (meta.dev(), meta.ino());
+        if let Some(existing) = reg.get(&key).and_then(Weak::upgrade) {
+            // Created under another name between the stat and the open: cannot hold a lock
+            // yet that this close could drop, since the earlier stat did not find it.
             return Ok(LockFile { shared: existing });
         }
         let shared = Arc::new(LockShared {
-            path: path.to_path_buf(),
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            file,
             state: Mutex::new(GateState::default()),
             changed: Condvar::new(),
         });
         reg.retain(|_, w| w.strong_count() > 0);
-        reg.insert(path.to_path_buf(), Arc::downgrade(&shared));
+        reg.insert(key, Arc::downgrade(&shared));
         Ok(LockFile { shared })
     }
 
@@ -107,21 +122,18 @@ impl LockFile {
                 .wait(st)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        let file = match &st.file {
-            Some(f) => f.clone(),
-            None => {
-                // First in-process holder: take the file lock while other threads wait on the
-                // state mutex.
-                let f = Arc::new(open_lock_file(&self.shared.path)?);
-                fcntl_lock_retry(&f, FlockOperation::LockShared, &self.shared.path)?;
-                st.file = Some(f.clone());
-                f
-            }
-        };
+        if st.readers == 0 {
+            // First in-process holder: take the file lock while other threads wait on the
+            // state mutex.
+            fcntl_lock_retry(
+                &self.shared.file,
+                FlockOperation::LockShared,
+                &self.shared.path,
+            )?;
+        }
         st.readers += 1;
         Ok(LockGuard {
             shared: self.shared.clone(),
-            file,
             write: false,
         })
     }
@@ -136,13 +148,14 @@ impl LockFile {
                 .wait(st)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        let f = Arc::new(open_lock_file(&self.shared.path)?);
-        fcntl_lock_retry(&f, FlockOperation::LockExclusive, &self.shared.path)?;
-        st.file = Some(f.clone());
+        fcntl_lock_retry(
+            &self.shared.file,
+            FlockOperation::LockExclusive,
+            &self.shared.path,
+        )?;
         st.writer = true;
         Ok(LockGuard {
             shared: self.shared.clone(),
-            file: f,
             write: true,
         })
     }
@@ -172,10 +185,9 @@ fn fcntl_lock_retry(file: &File, op: FlockOperation, path: &Path) -> Result<(), 
     }
 }
 
-/// A held lock; released (and, for the last holder, the descriptor closed) on drop.
+/// A held lock; released on drop (the file lock itself when the last in-process holder goes).
 pub struct LockGuard {
     shared: Arc<LockShared>,
-    file: Arc<File>,
     write: bool,
 }
 
@@ -203,7 +215,7 @@ impl LockGuard {
         let mut buf = [0u8; TOKEN_LEN];
         let mut n = 0;
         while n < TOKEN_LEN {
-            match self.file.read_at(&mut buf[n..], n as u64) {
+            match self.shared.file.read_at(&mut buf[n..], n as u64) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -231,7 +243,8 @@ impl LockGuard {
         tok[8..16].copy_from_slice(&counter.to_le_bytes());
         tok[16..20].copy_from_slice(&std::process::id().to_le_bytes());
         random_bytes(&mut tok[20..]);
-        self.file
+        self.shared
+            .file
             .write_all_at(&tok, 0)
             .map_err(|e| io_err("writing lock token", &self.shared.path, e))?;
         Ok(Token(tok.to_vec()))
@@ -241,17 +254,19 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         let mut st = lock_poison(&self.shared.state);
-        if self.write {
+        let last = if self.write {
             st.writer = false;
-            st.file = None;
+            true
         } else {
             st.readers = st.readers.saturating_sub(1);
-            if st.readers == 0 {
-                st.file = None;
-            }
+            st.readers == 0
+        };
+        if last {
+            // Unlock under the state mutex, so no thread can take the file lock in between.
+            // F_UNLCK on a lock we hold cannot block; an error would mean a bad descriptor,
+            // which the next lock attempt reports.
+            let _ = rustix::fs::fcntl_lock(&self.shared.file, FlockOperation::Unlock);
         }
-        // The descriptor closes when the last Arc (ours, after this) is dropped; closing it
-        // releases the POSIX lock.
         drop(st);
         self.shared.changed.notify_all();
     }
@@ -303,5 +318,66 @@ mod tests {
         drop(r2);
         t.join().unwrap();
         assert_eq!(*counter.lock().unwrap(), 1);
+    }
+
+    /// What another process sees: `"held"` when it cannot take a shared POSIX lock on
+    /// `path` without waiting, `"free"` when it can.
+    fn probe_from_another_process(path: &Path) -> String {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import fcntl,sys\n\
+                 f=open(sys.argv[1],'r+')\n\
+                 try:\n    fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB); print('free')\n\
+                 except OSError: print('held')",
+            )
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn opening_the_file_again_keeps_the_lock_held() {
+        // POSIX locks vanish when any descriptor of the file is closed; a second LockFile
+        // for the same file (here under another name) must not open and close one.
+        let dir = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
+        let path = dir.path().join("z.lock");
+        let lf = LockFile::open(&path).unwrap();
+        let g = lf.write().unwrap();
+        assert_eq!(probe_from_another_process(&path), "held");
+        std::os::unix::fs::symlink(&path, dir.path().join("alias.lock")).unwrap();
+        let again = LockFile::open(&dir.path().join("alias.lock")).unwrap();
+        assert_eq!(again.path(), lf.path());
+        assert_eq!(probe_from_another_process(&path), "held");
+        drop(g);
+        assert_eq!(probe_from_another_process(&path), "free");
+    }
+
+    #[test]
+    fn a_writer_following_readers_keeps_the_lock_held() {
+        let dir = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
+        let path = dir.path().join("w.lock");
+        let lf = LockFile::open(&path).unwrap();
+        for _ in 0..20 {
+            let r = lf.read().unwrap();
+            let lf2 = lf.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let t = std::thread::spawn(move || {
+                let w = lf2.write().unwrap();
+                tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                drop(w);
+            });
+            drop(r);
+            rx.recv().unwrap();
+            // the reader's release must not have dropped the writer's file lock
+            assert_eq!(probe_from_another_process(&path), "held");
+            done_tx.send(()).unwrap();
+            t.join().unwrap();
+        }
+        assert_eq!(probe_from_another_process(&path), "free");
     }
 }
