@@ -122,6 +122,30 @@ pub enum ImageError {
         /// What is wrong.
         reason: String,
     },
+    /// A layer download received no bytes for [`crate::PullOptions::stall_timeout`]; the
+    /// download was abandoned and its staged layer removed.
+    #[error("pulling {input:?}: layer {layer} (blob {blob}) stalled: no data for {seconds} s")]
+    PullStalled {
+        /// The image being pulled.
+        input: String,
+        /// The store layer ID.
+        layer: String,
+        /// The layer blob's digest.
+        blob: String,
+        /// The timeout, in seconds.
+        seconds: u64,
+    },
+    /// The source's manifest is a Docker schema1 manifest, which is not pulled.
+    #[error(
+        "image {source_name}: the manifest is a Docker schema1 manifest ({media_type}), which \
+         podstore does not pull; push the image with a schema2 or OCI manifest"
+    )]
+    Schema1Unsupported {
+        /// The source being pulled.
+        source_name: String,
+        /// The manifest's media type.
+        media_type: String,
+    },
     /// An image with the pulled config's ID exists but has a different top layer.
     #[error(
         "image {id} already exists, but uses a different top layer ({existing:?}, pulled {pulled:?})"

@@ -24,6 +24,7 @@ pub mod lookup;
 pub mod pull;
 pub mod result;
 pub mod service;
+mod stream;
 
 pub use error::{ImageError, Result};
 pub use lookup::{FoundImage, LocalReference, find_local_image, parse_local_reference};

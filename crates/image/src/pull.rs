@@ -15,25 +15,27 @@
 //! keep downloading; the image record is committed only after every layer. Compressed blobs
 //! are deleted once their layer is committed unless configured to keep them.
 
-use std::fs::File;
 use std::sync::Arc;
+use std::time::Duration;
 
 use podstore_blobstore::{BlobError, BlobStore, OciImageSelector, OciLayout, OciReference};
 use podstore_metadata::{
-    BigDataItem, Error as StoreError, GoTime, ImageOptions, LayerOptions, NamesOp, Store,
+    BigDataItem, Error as StoreError, GoTime, ImageOptions, LayerCreationLock, LayerOptions,
+    NamesOp, StagedLayer, Store,
 };
 use podstore_reference::{Digest, Reference};
 use podstore_registry::{
     BlobRef, ManifestKind, ManifestTarget, PlatformSelector, ProgressEvent, PullSource,
     RegistryClient, RegistryError,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{ImageError, Result};
 use crate::lookup::STORAGE_TRANSPORT;
 use crate::result::{ManifestInfo, parse_manifest};
 use crate::service::ImageService;
+use crate::stream;
 
 /// Largest manifest or config accepted from a source.
 const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
@@ -51,6 +53,10 @@ pub struct PullOptions {
     pub destination_name: Option<String>,
     /// Where to send progress events (advisory; a full channel drops events).
     pub progress: Option<mpsc::Sender<PullEvent>>,
+    /// Give a layer download up when no bytes arrived for this long
+    /// ([`ImageError::PullStalled`]; nothing of the layer is left behind). `None` leaves it to
+    /// the registry client's own stall timeout.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// A progress event of a pull.
@@ -393,7 +399,18 @@ impl ImageService {
         };
         let manifest = parse_manifest(&manifest_bytes, "manifest").map_err(&bad)?;
         if manifest.schema1 {
-            return Err(bad("Docker schema1 manifests are not supported".to_owned()));
+            let signed = serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
+                .ok()
+                .is_some_and(|v| v.get("signatures").is_some());
+            return Err(ImageError::Schema1Unsupported {
+                source_name: source_name.clone(),
+                media_type: if signed {
+                    "application/vnd.docker.distribution.manifest.v1+prettyjws"
+                } else {
+                    "application/vnd.docker.distribution.manifest.v1+json"
+                }
+                .to_owned(),
+            });
         }
         let Some((config_digest, _)) = manifest.config.clone() else {
             return Err(bad("the manifest has no config".to_owned()));
@@ -597,8 +614,11 @@ impl ImageService {
         runtime.block_on(self.pull_image(name, options))
     }
 
-    /// Creates the missing layers, downloading their blobs concurrently and applying each in
-    /// order as soon as it is there. Returns how many layers were reused.
+    /// Creates the missing layers: one job per layer takes the layer's creation lock, streams
+    /// the blob once through verify → decompress → apply into a staging directory (no store
+    /// lock held), then commits it under a short `layers.lock` once its parent is committed.
+    /// Overlay layers stage in parallel (bounded); vfs layers one after the other (a vfs layer
+    /// starts from a copy of its parent). Returns how many layers were reused.
     async fn write_layers(
         &self,
         input: &str,
@@ -619,142 +639,6 @@ impl ImageService {
             .await
             .map_err(|e| task_err("layer lookup", input, e))??
         };
-        let reused = present.iter().filter(|p| **p).count();
-        if reused == ids.len() {
-            for (index, id) in ids.iter().enumerate() {
-                send(
-                    options,
-                    PullEvent::LayerReused {
-                        index,
-                        layer_id: id.clone(),
-                    },
-                );
-            }
-            return Ok(reused);
-        }
-
-        // Where each missing blob will be read from.
-        let blob_store = match &src.fetcher {
-            Fetcher::Layout(layout) => layout.blobs().clone(),
-            Fetcher::Registry { .. } => {
-                let root = store.graph_root().join(BLOB_DIR);
-                tokio::task::spawn_blocking(move || BlobStore::open(root))
-                    .await
-                    .map_err(|e| task_err("opening the blob store", input, e))?
-                    .map_err(blob_err(input))?
-            }
-        };
-        let downloads = self.start_downloads(input, src, ids, &present, &blob_store, options);
-        let result = self
-            .apply_layers(
-                input,
-                src,
-                diff_ids,
-                ids,
-                &present,
-                &blob_store,
-                downloads,
-                options,
-            )
-            .await;
-        result.map(|()| reused)
-    }
-
-    /// Starts one bounded download task per missing layer (registry sources only).
-    fn start_downloads(
-        &self,
-        input: &str,
-        src: &SourceImage,
-        src_layer_ids: &[String],
-        present: &[bool],
-        blob_store: &BlobStore,
-        options: &PullOptions,
-    ) -> Vec<Option<JoinHandle<Result<()>>>> {
-        let Fetcher::Registry { client, repository } = &src.fetcher else {
-            return present.iter().map(|_| None).collect();
-        };
-        let permits = Arc::new(Semaphore::new(self.options.max_concurrent_downloads.max(1)));
-        let mut handles = Vec::with_capacity(present.len());
-        for (i, (digest, size, _)) in src.manifest.layers.iter().enumerate() {
-            if present[i] {
-                handles.push(None);
-                continue;
-            }
-            let client = Arc::clone(client);
-            let store = Arc::clone(&self.store);
-            let layer_id = src_layer_ids[i].clone();
-            let repository = repository.clone();
-            let blob = BlobRef {
-                digest: digest.clone(),
-                size: Some(*size),
-            };
-            let sink = blob_store.clone();
-            let permits = Arc::clone(&permits);
-            let input = input.to_owned();
-            let progress = options.progress.clone();
-            handles.push(Some(tokio::spawn(async move {
-                let _permit = permits
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| ImageError::Task {
-                        what: "download permit",
-                        input: input.clone(),
-                        reason: e.to_string(),
-                    })?;
-                // A concurrent pull may have committed the layer while we waited.
-                let exists = {
-                    let store = Arc::clone(&store);
-                    tokio::task::spawn_blocking(move || store.layer_exists(&layer_id))
-                        .await
-                        .map_err(|e| task_err("layer lookup", &input, e))??
-                };
-                if exists {
-                    return Ok(());
-                }
-                let (tx, forwarder) = match progress {
-                    Some(out) => {
-                        let (tx, mut rx) = mpsc::channel::<ProgressEvent>(64);
-                        let forwarder = tokio::spawn(async move {
-                            while let Some(event) = rx.recv().await {
-                                let _ = out.try_send(PullEvent::Download(event));
-                            }
-                        });
-                        (Some(tx), Some(forwarder))
-                    }
-                    None => (None, None),
-                };
-                let pulled = client
-                    .pull_blob(&repository, &blob, &sink, tx.as_ref())
-                    .await
-                    .map_err(registry_err(&input));
-                drop(tx);
-                if let Some(f) = forwarder {
-                    let _ = f.await;
-                }
-                pulled.map(|_| ())
-            })));
-        }
-        handles
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn apply_layers(
-        &self,
-        input: &str,
-        src: &SourceImage,
-        diff_ids: &[Digest],
-        ids: &[String],
-        present: &[bool],
-        blob_store: &BlobStore,
-        mut downloads: Vec<Option<JoinHandle<Result<()>>>>,
-        options: &PullOptions,
-    ) -> Result<()> {
-        let abort_all = |downloads: &mut Vec<Option<JoinHandle<Result<()>>>>| {
-            for h in downloads.iter().flatten() {
-                h.abort();
-            }
-        };
-        let is_registry = matches!(src.fetcher, Fetcher::Registry { .. });
         for (index, id) in ids.iter().enumerate() {
             if present[index] {
                 send(
@@ -764,48 +648,93 @@ impl ImageService {
                         layer_id: id.clone(),
                     },
                 );
+            }
+        }
+        if present.iter().all(|p| *p) {
+            return Ok(ids.len());
+        }
+
+        // Where a blob may already be as a file: the layout, or the kept-blobs store.
+        let (blob_store, fetch) = match &src.fetcher {
+            Fetcher::Layout(layout) => (layout.blobs().clone(), None),
+            Fetcher::Registry { client, repository } => {
+                let root = store.graph_root().join(BLOB_DIR);
+                let blobs = tokio::task::spawn_blocking(move || BlobStore::open(root))
+                    .await
+                    .map_err(|e| task_err("opening the blob store", input, e))?
+                    .map_err(blob_err(input))?;
+                (blobs, Some((Arc::clone(client), repository.clone())))
+            }
+        };
+        let in_parallel = !store.driver().staging_needs_parent();
+        let permits = Arc::new(Semaphore::new(if in_parallel {
+            self.options.max_concurrent_downloads.max(1)
+        } else {
+            1
+        }));
+        let mut done_senders = Vec::with_capacity(ids.len());
+        let mut done_receivers = Vec::with_capacity(ids.len());
+        for &p in &present {
+            let (tx, rx) = watch::channel(p.then_some(true));
+            done_senders.push(tx);
+            done_receivers.push(rx);
+        }
+        let mut handles: Vec<Option<JoinHandle<Result<bool>>>> = Vec::with_capacity(ids.len());
+        for (index, done) in done_senders.into_iter().enumerate() {
+            if present[index] {
+                handles.push(None);
                 continue;
             }
-            if let Some(handle) = downloads.get_mut(index).and_then(Option::take) {
-                let outcome = match handle.await {
-                    Ok(r) => r,
-                    Err(e) => Err(task_err("layer download", input, e)),
-                };
-                if let Err(e) = outcome {
-                    abort_all(&mut downloads);
-                    return Err(e);
+            let (digest, size, _) = src.manifest.layers[index].clone();
+            let job = LayerJob {
+                index,
+                input: input.to_owned(),
+                id: ids[index].clone(),
+                parent: index.checked_sub(1).map(|p| ids[p].clone()),
+                diff_id: diff_ids[index].clone(),
+                blob: BlobRef {
+                    digest,
+                    size: Some(size),
+                },
+                store: Arc::clone(&store),
+                blob_store: blob_store.clone(),
+                fetch: fetch.clone(),
+                keep_blobs: self.options.keep_compressed_blobs,
+                progress: options.progress.clone(),
+                stall_timeout: options.stall_timeout,
+                parent_done: index.checked_sub(1).map(|p| done_receivers[p].clone()),
+                parent_before_staging: !in_parallel,
+                permits: Arc::clone(&permits),
+            };
+            handles.push(Some(tokio::spawn(async move {
+                let result = job.run().await;
+                let _ = done.send(Some(result.is_ok()));
+                result
+            })));
+        }
+        let mut reused = present.iter().filter(|p| **p).count();
+        let mut failure = None;
+        for handle in handles.iter_mut() {
+            let Some(h) = handle.take() else { continue };
+            match h.await {
+                Ok(Ok(was_reused)) => reused += usize::from(was_reused),
+                Ok(Err(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(task_err("layer pull", input, e));
+                    break;
                 }
             }
-            let (blob_digest, _, _) = src.manifest.layers[index].clone();
-            let store = Arc::clone(&self.store);
-            let blobs = blob_store.clone();
-            let layer = LayerOptions {
-                id: Some(id.clone()),
-                parent: index.checked_sub(1).map(|p| ids[p].clone()),
-                uncompressed_digest: Some(diff_ids[index].clone()),
-                ..LayerOptions::default()
-            };
-            let drop_blob = is_registry && !self.options.keep_compressed_blobs;
-            let owned_input = input.to_owned();
-            let applied = tokio::task::spawn_blocking(move || {
-                apply_one(&store, &blobs, layer, &blob_digest, drop_blob, &owned_input)
-            })
-            .await
-            .map_err(|e| task_err("layer apply", input, e))
-            .and_then(|r| r);
-            if let Err(e) = applied {
-                abort_all(&mut downloads);
-                return Err(e);
-            }
-            send(
-                options,
-                PullEvent::LayerApplied {
-                    index,
-                    layer_id: id.clone(),
-                },
-            );
         }
-        Ok(())
+        if let Some(e) = failure {
+            for h in handles.iter().flatten() {
+                h.abort();
+            }
+            return Err(e);
+        }
+        Ok(reused)
     }
 }
 
@@ -815,46 +744,241 @@ fn send(options: &PullOptions, event: PullEvent) {
     }
 }
 
-/// Creates one layer from its blob (blocking), verifying the blob digest it recorded, and drops
-/// the blob afterwards when asked. A layer that a concurrent pull created meanwhile is reused.
-fn apply_one(
-    store: &Store,
-    blobs: &BlobStore,
-    options: LayerOptions,
-    blob_digest: &Digest,
-    drop_blob: bool,
-    input: &str,
-) -> Result<()> {
-    let id = options.id.clone().unwrap_or_default();
-    if store.layer_exists(&id)? {
-        return Ok(());
+fn send_to(progress: Option<&mpsc::Sender<PullEvent>>, event: PullEvent) {
+    if let Some(tx) = progress {
+        let _ = tx.try_send(event);
     }
-    let mut file: File = match blobs.open_blob(blob_digest) {
-        Ok(file) => file,
-        // A concurrent pull of the same layer committed it and dropped the blob meanwhile.
-        Err(BlobError::NotFound { .. }) if store.layer_exists(&id)? => return Ok(()),
-        Err(e) => return Err(blob_err(input)(e)),
-    };
-    match store.create_layer(options, Some(&mut file)) {
-        Ok((layer, _)) => {
-            if layer.compressed_digest != blob_digest.to_string() {
-                let _ = store.delete_layer(&layer.id);
-                return Err(ImageError::BadSource {
-                    source_name: input.to_owned(),
-                    reason: format!(
-                        "layer blob {blob_digest} has digest {}",
-                        layer.compressed_digest
-                    ),
-                });
+}
+
+/// Waits until the layer behind `rx` exists (`true`) or its job failed (`false`).
+async fn wait_done(mut rx: watch::Receiver<Option<bool>>) -> bool {
+    loop {
+        if let Some(done) = *rx.borrow_and_update() {
+            return done;
+        }
+        if rx.changed().await.is_err() {
+            return rx.borrow().unwrap_or(false);
+        }
+    }
+}
+
+/// Runs a blocking store call on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    input: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| task_err(what, input, e))?
+}
+
+/// One missing layer of a pull.
+struct LayerJob {
+    index: usize,
+    input: String,
+    id: String,
+    parent: Option<String>,
+    diff_id: Digest,
+    blob: BlobRef,
+    store: Arc<Store>,
+    blob_store: BlobStore,
+    /// The registry to stream the blob from; `None` for a layout (the blob is a file).
+    fetch: Option<(Arc<RegistryClient>, String)>,
+    keep_blobs: bool,
+    progress: Option<mpsc::Sender<PullEvent>>,
+    stall_timeout: Option<Duration>,
+    parent_done: Option<watch::Receiver<Option<bool>>>,
+    /// Wait for the parent before staging (vfs), not only before committing.
+    parent_before_staging: bool,
+    permits: Arc<Semaphore>,
+}
+
+impl LayerJob {
+    fn parent_failed(&self) -> ImageError {
+        ImageError::BadSource {
+            source_name: self.input.clone(),
+            reason: format!("the parent of layer {} could not be created", self.id),
+        }
+    }
+
+    /// Creates the layer unless it exists; returns whether it was reused.
+    async fn run(self) -> Result<bool> {
+        if self.parent_before_staging
+            && let Some(rx) = &self.parent_done
+            && !wait_done(rx.clone()).await
+        {
+            return Err(self.parent_failed());
+        }
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| ImageError::Task {
+                what: "layer permit",
+                input: self.input.clone(),
+                reason: e.to_string(),
+            })?;
+        let lock = {
+            let (store, id) = (Arc::clone(&self.store), self.id.clone());
+            Arc::new(
+                blocking("layer lock", &self.input, move || {
+                    Ok(store.lock_layer_creation(&id)?)
+                })
+                .await?,
+            )
+        };
+        // The holder before us (another pull, here or in another process) may have made it.
+        let exists = {
+            let (store, id) = (Arc::clone(&self.store), self.id.clone());
+            blocking("layer lookup", &self.input, move || {
+                Ok(store.layer_exists(&id)?)
+            })
+            .await?
+        };
+        if exists {
+            send_to(
+                self.progress.as_ref(),
+                PullEvent::LayerReused {
+                    index: self.index,
+                    layer_id: self.id.clone(),
+                },
+            );
+            return Ok(true);
+        }
+        let (staged, from_file) = self.stage(&lock).await?;
+        drop(permit);
+        if staged.compressed_digest() != &self.blob.digest {
+            return Err(ImageError::BadSource {
+                source_name: self.input.clone(),
+                reason: format!(
+                    "layer blob {} has digest {}",
+                    self.blob.digest,
+                    staged.compressed_digest()
+                ),
+            });
+        }
+        let staging_took = staged.staging_took();
+        if let Some(rx) = &self.parent_done
+            && !wait_done(rx.clone()).await
+        {
+            return Err(self.parent_failed());
+        }
+        let committed = {
+            let (store, lock) = (Arc::clone(&self.store), Arc::clone(&lock));
+            blocking("layer commit", &self.input, move || {
+                match store.commit_staged_layer(&lock, staged) {
+                    Ok((_, stats)) => Ok(Some(stats)),
+                    // Made meanwhile by a writer that does not take creation locks (podman).
+                    Err(StoreError::IdInUse { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await?
+        };
+        drop(lock);
+        if let Some(stats) = committed {
+            tracing::debug!(
+                layer = %self.id,
+                staging_ms = staging_took.as_millis() as u64,
+                layers_lock_held_us = stats.layers_lock_held.as_micros() as u64,
+                "layer committed"
+            );
+        }
+        if from_file && self.fetch.is_some() && !self.keep_blobs {
+            let _ = self.blob_store.delete(&self.blob.digest);
+        }
+        send_to(
+            self.progress.as_ref(),
+            PullEvent::LayerApplied {
+                index: self.index,
+                layer_id: self.id.clone(),
+            },
+        );
+        Ok(committed.is_none())
+    }
+
+    /// Stages the layer from the blob's file when there is one (a layout, a kept blob), else
+    /// from the registry stream. Returns the staged layer and whether it came from a file.
+    async fn stage(&self, lock: &Arc<LayerCreationLock>) -> Result<(StagedLayer, bool)> {
+        let layer_options = LayerOptions {
+            id: Some(self.id.clone()),
+            parent: self.parent.clone(),
+            uncompressed_digest: Some(self.diff_id.clone()),
+            ..LayerOptions::default()
+        };
+        let store = Arc::clone(&self.store);
+        let lock = Arc::clone(lock);
+        let from_file = self.fetch.is_none() || self.blob_store.exists(&self.blob.digest);
+        if from_file {
+            let (blobs, digest, input) = (
+                self.blob_store.clone(),
+                self.blob.digest.clone(),
+                self.input.clone(),
+            );
+            let staged = blocking("layer apply", &self.input, move || {
+                let mut file = blobs.open_blob(&digest).map_err(blob_err(&input))?;
+                Ok(store.stage_layer(&lock, layer_options, &mut file)?)
+            })
+            .await?;
+            return Ok((staged, true));
+        }
+        let tee = self.keep_blobs.then(|| self.blob_store.clone());
+        let (sink, mut reader) = stream::stream(&self.blob.digest, tee);
+        let staging = tokio::task::spawn_blocking(move || {
+            store.stage_layer(&lock, layer_options, &mut reader)
+        });
+        let (downloaded, staged) = tokio::join!(self.download(sink), staging);
+        let staged = staged
+            .map_err(|e| task_err("layer apply", &self.input, e))
+            .and_then(|r| r.map_err(ImageError::from));
+        match (downloaded, staged) {
+            (Ok(()), staged) => staged.map(|s| (s, false)),
+            // The applier stopped reading (a bad tar): its error is the cause.
+            (Err(ImageError::Registry { source, .. }), Err(applying))
+                if matches!(*source, RegistryError::Store { .. }) =>
+            {
+                Err(applying)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// Streams the blob into `sink`, forwarding progress, and gives up after
+    /// [`PullOptions::stall_timeout`] without any progress.
+    async fn download(&self, sink: stream::StreamSink) -> Result<()> {
+        let Some((client, repository)) = &self.fetch else {
+            return Ok(());
+        };
+        let (tx, mut rx) = mpsc::channel::<ProgressEvent>(64);
+        let timeout = self
+            .stall_timeout
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let pull = client.pull_blob(repository, &self.blob, &sink, Some(&tx));
+        tokio::pin!(pull);
+        let mut last_progress = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                pulled = &mut pull => {
+                    while let Ok(event) = rx.try_recv() {
+                        send_to(self.progress.as_ref(), PullEvent::Download(event));
+                    }
+                    return pulled.map(|_| ()).map_err(registry_err(&self.input));
+                }
+                Some(event) = rx.recv() => {
+                    last_progress = tokio::time::Instant::now();
+                    send_to(self.progress.as_ref(), PullEvent::Download(event));
+                }
+                () = tokio::time::sleep_until(last_progress + timeout) => {
+                    return Err(ImageError::PullStalled {
+                        input: self.input.clone(),
+                        layer: self.id.clone(),
+                        blob: self.blob.digest.to_string(),
+                        seconds: timeout.as_secs(),
+                    });
+                }
             }
         }
-        Err(StoreError::IdInUse { .. }) if store.layer_exists(&id)? => {}
-        Err(e) => return Err(e.into()),
     }
-    if drop_blob {
-        let _ = blobs.delete(blob_digest);
-    }
-    Ok(())
 }
 
 /// Creates the image record with its big data (or, if a concurrent pull created it, re-sets the

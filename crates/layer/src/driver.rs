@@ -196,6 +196,35 @@ pub trait Driver: Send + Sync {
         tar_split: &mut dyn Write,
         opts: &ApplyOptions,
     ) -> Result<ApplyReport, DriverError>;
+    /// Applies a (possibly compressed) layer tar for the future layer `id` into the new
+    /// directory `staging` (which must not exist; its parent must be on the driver home's
+    /// filesystem), writing tar-split lines into `tar_split`, without touching any layer of the
+    /// driver: it can run without the store lock, and several layers can be staged at once.
+    /// When [`Driver::staging_needs_parent`] is true, `parent` must already exist.
+    #[allow(clippy::too_many_arguments)]
+    fn stage_diff(
+        &self,
+        id: &str,
+        staging: &Path,
+        parent: Option<&str>,
+        blob: &mut dyn Read,
+        tar_split: &mut dyn Write,
+        create: &CreateOptions,
+        opts: &ApplyOptions,
+    ) -> Result<ApplyReport, DriverError>;
+    /// Whether [`Driver::stage_diff`] reads the parent's content (vfs copies the parent's tree;
+    /// an overlay diff does not depend on its parent, so overlay layers stage in parallel).
+    fn staging_needs_parent(&self) -> bool;
+    /// Turns a directory staged by [`Driver::stage_diff`] into the layer `id` on top of `parent`
+    /// (which must exist now) by renaming it into place: no content is copied. On success
+    /// `staging` no longer exists.
+    fn commit_staged(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        staging: &Path,
+        create: &CreateOptions,
+    ) -> Result<(), DriverError>;
     /// Mounts the layer (with its parents) and returns the root filesystem path.
     fn mount(&self, id: &str, opts: &MountOptions) -> Result<PathBuf, DriverError>;
     /// Unmounts the layer.

@@ -272,18 +272,15 @@ impl Overlay {
         }
     }
 
-    fn create_inner(
+    /// The mode and owner a new layer's `diff/` gets: 0555 and the mapped root for a base
+    /// layer, else the parent `diff/`'s mode and the parent directory's owner.
+    fn diff_mode_owner(
         &self,
-        id: &str,
-        dir: &Path,
         parent: Option<&str>,
-        opts: &CreateOptions,
-    ) -> Result<(), DriverError> {
-        let root = root_pair(id, &opts.id_mappings)?;
-        mkdir_exact(dir, 0o700, Some(root))?;
-        let diff = dir.join("diff");
+        root: (u32, u32),
+    ) -> Result<(u32, (u32, u32)), DriverError> {
         match parent {
-            None => mkdir_exact(&diff, 0o555, Some(root))?,
+            None => Ok((0o555, root)),
             Some(parent) => {
                 let parent_dir = self.existing_layer_dir(parent)?;
                 let parent_diff = parent_dir.join("diff");
@@ -292,7 +289,34 @@ impl Overlay {
                     .mode()
                     & 0o7777;
                 let owner = fs::metadata(&parent_dir).map_err(io_err("stat", &parent_dir))?;
-                mkdir_exact(&diff, mode, Some((owner.uid(), owner.gid())))?;
+                Ok((mode, (owner.uid(), owner.gid())))
+            }
+        }
+    }
+
+    /// Creates the layer directory `dir`; its `diff/` is either made empty or, with
+    /// `staged_diff`, that directory renamed into place (after giving it the mode and owner an
+    /// empty one would have: the applier never changes the layer root's).
+    fn create_inner(
+        &self,
+        id: &str,
+        dir: &Path,
+        parent: Option<&str>,
+        opts: &CreateOptions,
+        staged_diff: Option<&Path>,
+    ) -> Result<(), DriverError> {
+        let root = root_pair(id, &opts.id_mappings)?;
+        let (diff_mode, diff_owner) = self.diff_mode_owner(parent, root)?;
+        mkdir_exact(dir, 0o700, Some(root))?;
+        let diff = dir.join("diff");
+        match staged_diff {
+            None => mkdir_exact(&diff, diff_mode, Some(diff_owner))?,
+            Some(staged) => {
+                std::os::unix::fs::chown(staged, Some(diff_owner.0), Some(diff_owner.1))
+                    .map_err(io_err("chown", staged))?;
+                fs::set_permissions(staged, fs::Permissions::from_mode(diff_mode))
+                    .map_err(io_err("chmod", staged))?;
+                fs::rename(staged, &diff).map_err(io_err("rename staged diff to", &diff))?;
             }
         }
         let link = random_link_id()?;
@@ -359,11 +383,65 @@ impl Driver for Overlay {
         if dir.exists() {
             self.remove(id)?;
         }
-        let result = self.create_inner(id, &dir, parent, opts);
+        let result = self.create_inner(id, &dir, parent, opts, None);
         if result.is_err() {
             let _ = self.remove(id);
         }
         result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stage_diff(
+        &self,
+        id: &str,
+        staging: &Path,
+        _parent: Option<&str>,
+        blob: &mut dyn Read,
+        tar_split: &mut dyn Write,
+        create: &CreateOptions,
+        opts: &ApplyOptions,
+    ) -> Result<ApplyReport, DriverError> {
+        check_id(id)?;
+        let root = root_pair(id, &create.id_mappings)?;
+        mkdir_exact(staging, 0o700, Some(root))?;
+        let diff = staging.join("diff");
+        mkdir_exact(&diff, 0o555, Some(root))?;
+        apply_tar(&diff, blob, tar_split, WhiteoutFormat::Overlay, opts).map_err(|source| {
+            DriverError::Apply {
+                id: id.to_owned(),
+                source,
+            }
+        })
+    }
+
+    fn staging_needs_parent(&self) -> bool {
+        false
+    }
+
+    fn commit_staged(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        staging: &Path,
+        create: &CreateOptions,
+    ) -> Result<(), DriverError> {
+        let dir = self.layer_dir(id)?;
+        if let Some(parent) = parent {
+            self.existing_layer_dir(parent)?;
+        }
+        let links = self.home.join("l");
+        if !links.is_dir() {
+            mkdir_exact(&links, 0o755, Some((0, 0)))?;
+        }
+        if dir.exists() {
+            self.remove(id)?;
+        }
+        let result = self.create_inner(id, &dir, parent, create, Some(&staging.join("diff")));
+        if result.is_err() {
+            let _ = self.remove(id);
+            return result;
+        }
+        fs::remove_dir(staging).map_err(io_err("remove staging directory", staging))
     }
 
     fn apply_diff(

@@ -111,6 +111,59 @@ impl Driver for Vfs {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn stage_diff(
+        &self,
+        id: &str,
+        staging: &Path,
+        parent: Option<&str>,
+        blob: &mut dyn Read,
+        tar_split: &mut dyn Write,
+        create: &CreateOptions,
+        opts: &ApplyOptions,
+    ) -> Result<ApplyReport, DriverError> {
+        check_id(id)?;
+        let parent_dir = parent.map(|p| self.existing_layer_dir(p)).transpose()?;
+        let root = root_pair(id, &create.id_mappings)?;
+        match &parent_dir {
+            None => mkdir_exact(staging, 0o555, Some(root))?,
+            Some(parent_dir) => {
+                mkdir_exact(staging, 0o700, Some(root))?;
+                let src = fsutil::open_dir(parent_dir).map_err(io_err("open", parent_dir))?;
+                let dst = fsutil::open_dir(staging).map_err(io_err("open", staging))?;
+                fsutil::copy_tree(src.as_fd(), dst.as_fd())
+                    .map_err(io_err("copy parent layer into", staging))?;
+            }
+        }
+        apply_tar(staging, blob, tar_split, WhiteoutFormat::Delete, opts).map_err(|source| {
+            DriverError::Apply {
+                id: id.to_owned(),
+                source,
+            }
+        })
+    }
+
+    fn staging_needs_parent(&self) -> bool {
+        true
+    }
+
+    fn commit_staged(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        staging: &Path,
+        _create: &CreateOptions,
+    ) -> Result<(), DriverError> {
+        let dir = self.layer_dir(id)?;
+        if let Some(parent) = parent {
+            self.existing_layer_dir(parent)?;
+        }
+        if fs::symlink_metadata(&dir).is_ok() {
+            self.remove(id)?;
+        }
+        fs::rename(staging, &dir).map_err(io_err("rename staged layer to", &dir))
+    }
+
     fn mount(&self, id: &str, opts: &MountOptions) -> Result<PathBuf, DriverError> {
         let dir = self.existing_layer_dir(id)?;
         let acceptable = match opts.options.as_slice() {

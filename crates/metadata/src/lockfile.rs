@@ -161,6 +161,33 @@ impl LockFile {
     }
 }
 
+impl LockFile {
+    /// Takes the lock for writing if nobody (here or in another process) holds it; `None`
+    /// when it is held.
+    pub fn try_write(&self) -> Result<Option<LockGuard>, Error> {
+        let mut st = lock_poison(&self.shared.state);
+        if st.writer || st.readers > 0 {
+            return Ok(None);
+        }
+        loop {
+            match rustix::fs::fcntl_lock(
+                &self.shared.file,
+                FlockOperation::NonBlockingLockExclusive,
+            ) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::ACCESS) => return Ok(None),
+                Err(e) => return Err(io_err("locking", &self.shared.path, e.into())),
+            }
+        }
+        st.writer = true;
+        Ok(Some(LockGuard {
+            shared: self.shared.clone(),
+            write: true,
+        }))
+    }
+}
+
 fn open_lock_file(path: &Path) -> Result<File, Error> {
     OpenOptions::new()
         .read(true)

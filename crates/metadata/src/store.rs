@@ -136,6 +136,67 @@ impl Drop for StagedBlob {
     }
 }
 
+/// Directory under `<graphroot>/tmp` holding the per-layer creation lock files
+/// (`<layer-id>.lock`) and the staging directories of layers being created
+/// (`<layer-id>-<random>/`, holding `layer/` for the driver and `tar-split.gz`).
+pub const STAGING_DIR: &str = "podstore-staging";
+
+/// The exclusive right to create one layer ID, across threads and processes: an fcntl write
+/// lock on `<graphroot>/tmp/podstore-staging/<layer-id>.lock`, released on drop. Taken around
+/// [`Store::stage_layer`] and [`Store::commit_staged_layer`] so that two pulls of the same
+/// layer do the work once (the second finds the layer committed after taking the lock).
+#[derive(Debug)]
+pub struct LayerCreationLock {
+    id: String,
+    _guard: LockGuard,
+}
+
+impl LayerCreationLock {
+    /// The layer ID this lock is for.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A layer diff applied into a staging directory by [`Store::stage_layer`], not yet part of the
+/// store; [`Store::commit_staged_layer`] makes it a layer. Dropping it removes the staging
+/// directory.
+#[derive(Debug)]
+pub struct StagedLayer {
+    id: String,
+    dir: PathBuf,
+    options: LayerOptions,
+    report: podstore_layer::ApplyReport,
+    staging_took: Duration,
+}
+
+impl StagedLayer {
+    /// The layer ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// Digest of the blob as it was read (before decompression).
+    pub fn compressed_digest(&self) -> &Digest {
+        &self.report.compressed_digest
+    }
+    /// Digest of the uncompressed tar (the DiffID).
+    pub fn diff_digest(&self) -> &Digest {
+        &self.report.diff_digest
+    }
+    /// How long staging (decompressing and unpacking, no store lock held) took.
+    pub fn staging_took(&self) -> Duration {
+        self.staging_took
+    }
+}
+
+impl Drop for StagedLayer {
+    fn drop(&mut self) {
+        if !self.dir.as_os_str().is_empty() {
+            let _ = remove_dir_all_if_exists(&self.dir);
+        }
+    }
+}
+
 trait Named {
     fn id(&self) -> &str;
     fn names(&self) -> &[String];
@@ -432,6 +493,7 @@ impl Store {
     }
 
     fn recover(&self) -> Result<()> {
+        self.remove_stale_staging()?;
         {
             let g = self.layers.lock().write()?;
             // Loading under the write lock removes incomplete layers.
@@ -690,6 +752,181 @@ impl Store {
         self.create_layer(options, Some(&mut f))
     }
 
+    fn staging_root(&self) -> PathBuf {
+        self.tmp_dir.join(STAGING_DIR)
+    }
+
+    /// Removes staging directories left by a crash: those whose layer creation lock nobody
+    /// holds (a live stager in another process holds its lock while its directory exists).
+    fn remove_stale_staging(&self) -> Result<()> {
+        let root = self.staging_root();
+        let entries = match fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("listing", &root, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("listing", &root, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((id, _)) = name.rsplit_once('-') else {
+                continue;
+            };
+            if name.ends_with(".lock") || !entry.path().is_dir() {
+                continue;
+            }
+            let lock = LockFile::open(&root.join(format!("{id}.lock")))?;
+            if let Some(_guard) = lock.try_write()? {
+                remove_dir_all_if_exists(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the creation lock of layer `id` (waiting while another thread or process holds
+    /// it). Check [`Store::layer_exists`] after taking it: the holder before may have created
+    /// the layer.
+    pub fn lock_layer_creation(&self, id: &str) -> Result<LayerCreationLock> {
+        validate_id(id, RecordKind::Layer)?;
+        let root = self.staging_root();
+        mkdir_all(&root)?;
+        let guard = LockFile::open(&root.join(format!("{id}.lock")))?.write()?;
+        Ok(LayerCreationLock {
+            id: id.to_owned(),
+            _guard: guard,
+        })
+    }
+
+    /// Applies `blob` (a possibly compressed layer tar) for the layer of `lock` into a staging
+    /// directory under `<graphroot>/tmp/podstore-staging`, holding **no store lock**, so that
+    /// the decompression and unpacking overlap with other work and other layers. The driver
+    /// decides whether the parent must already exist ([`Driver::staging_needs_parent`]:
+    /// vfs copies it; overlay does not read it). `options.uncompressed_digest`, when given, is
+    /// checked here. Nothing becomes visible until [`Store::commit_staged_layer`].
+    pub fn stage_layer(
+        &self,
+        lock: &LayerCreationLock,
+        mut options: LayerOptions,
+        blob: &mut dyn Read,
+    ) -> Result<StagedLayer> {
+        let started = Instant::now();
+        let id = lock.id.clone();
+        options.id = Some(id.clone());
+        let parent = options.parent.clone().filter(|p| !p.is_empty());
+        let parent_id = match &parent {
+            Some(p) if self.driver.staging_needs_parent() => Some(self.layer(p)?.id),
+            Some(p) => Some(p.clone()),
+            None => None,
+        };
+        let root = self.staging_root();
+        mkdir_all(&root)?;
+        let dir = root.join(format!("{id}-{}", &random_id()[..16]));
+        fs::create_dir(&dir).map_err(|e| io_err("creating staging directory", &dir, e))?;
+        let mut staged = StagedLayer {
+            id: id.clone(),
+            dir,
+            options,
+            report: podstore_layer::ApplyReport {
+                compressed_digest: Digest::sha256_of(b""),
+                compressed_size: 0,
+                diff_digest: Digest::sha256_of(b""),
+                diff_size: 0,
+                compression: podstore_layer::Compression::None,
+                uids: BTreeSet::new(),
+                gids: BTreeSet::new(),
+            },
+            staging_took: Duration::ZERO,
+        };
+        let split_path = staged.dir.join("tar-split.gz");
+        let split_file = fs::File::create(&split_path)
+            .map_err(|e| io_err("creating tar-split", &split_path, e))?;
+        let mut gz = flate2::write::GzEncoder::new(split_file, flate2::Compression::fast());
+        let apply = ApplyOptions {
+            id_mappings: self.id_mappings.clone(),
+            no_sync: staged.options.no_sync,
+        };
+        let create = CreateOptions {
+            read_write: staged.options.read_write,
+            id_mappings: self.id_mappings.clone(),
+        };
+        staged.report = self.driver.stage_diff(
+            &id,
+            &staged.dir.join("layer"),
+            parent_id.as_deref(),
+            blob,
+            &mut gz,
+            &create,
+            &apply,
+        )?;
+        let split_file = gz
+            .finish()
+            .map_err(|e| io_err("compressing tar-split", &split_path, e))?;
+        if !staged.options.no_sync {
+            split_file
+                .sync_data()
+                .map_err(|e| io_err("syncing", &split_path, e))?;
+        }
+        if let Some(expected) = &staged.options.uncompressed_digest
+            && *expected != staged.report.diff_digest
+        {
+            return Err(Error::DiffDigestMismatch {
+                id,
+                expected: expected.to_string(),
+                actual: staged.report.diff_digest.to_string(),
+            });
+        }
+        staged.staging_took = started.elapsed();
+        Ok(staged)
+    }
+
+    /// Makes a staged layer part of the store under a short `layers.lock` write: the record is
+    /// saved flagged `incomplete`, the staged directory renamed into the driver (no content is
+    /// copied), the tar-split renamed into place, and the flag cleared. The parent must exist
+    /// (commit layers in parent order). On failure the record and driver data are undone.
+    pub fn commit_staged_layer(
+        &self,
+        lock: &LayerCreationLock,
+        mut staged: StagedLayer,
+    ) -> Result<(Layer, LayerCreateStats)> {
+        if staged.id != lock.id {
+            return Err(Error::InvalidId {
+                kind: RecordKind::Layer,
+                id: staged.id.clone(),
+                reason: "staged under another layer's creation lock",
+            });
+        }
+        let g = self.layers.lock().write()?;
+        let started = Instant::now();
+        let mut st = self.load_layers_for_write(&g)?;
+        let id = staged.id.clone();
+        let options = staged.options.clone();
+        let layer = self.create_layer_with(&g, &mut st, id, &options, |record, parent| {
+            self.driver.commit_staged(
+                &record.id,
+                parent,
+                &staged.dir.join("layer"),
+                &CreateOptions {
+                    read_write: options.read_write,
+                    id_mappings: self.id_mappings.clone(),
+                },
+            )?;
+            let from = staged.dir.join("tar-split.gz");
+            let target = self.tar_split_path(&record.id);
+            fs::rename(&from, &target).map_err(|e| io_err("renaming tar-split to", &target, e))?;
+            fill_record(record, &options, &staged.report);
+            Ok(())
+        })?;
+        drop(g);
+        let held = started.elapsed();
+        let _ = fs::remove_dir(&staged.dir);
+        staged.dir = PathBuf::new();
+        Ok((
+            layer,
+            LayerCreateStats {
+                layers_lock_held: held,
+            },
+        ))
+    }
+
     /// Creates a layer, applying `blob` (a possibly compressed tar) through the driver when
     /// given. Follows the incomplete-flag protocol: the record is saved flagged `incomplete`
     /// under `layers.lock` (write), the diff applied and `<id>.tar-split.gz` written, the
@@ -745,6 +982,21 @@ impl Store {
         options: &LayerOptions,
         blob: Option<&mut dyn Read>,
     ) -> Result<Layer> {
+        self.create_layer_with(g, st, id, options, |record, parent| {
+            self.fill_layer(record, parent, options, blob)
+        })
+    }
+
+    /// The incomplete-flag protocol around `fill`, which creates the driver data and fills the
+    /// record's digests and sizes (it gets the record and the resolved parent ID).
+    fn create_layer_with(
+        &self,
+        g: &LockGuard,
+        st: &mut LayerState,
+        id: String,
+        options: &LayerOptions,
+        fill: impl FnOnce(&mut Layer, Option<&str>) -> Result<()>,
+    ) -> Result<Layer> {
         if st.layers.iter().any(|l| l.id == id) {
             return Err(Error::IdInUse {
                 kind: RecordKind::Layer,
@@ -784,7 +1036,7 @@ impl Store {
         st.layers.push(record.clone());
         self.save_layers(g, st)?;
 
-        match self.fill_layer(&mut record, parent.as_deref(), options, blob) {
+        match fill(&mut record, parent.as_deref()) {
             Ok(()) => {
                 record.flags.remove(INCOMPLETE_FLAG);
                 if let Some(slot) = st.layers.iter_mut().find(|l| l.id == id) {
@@ -861,17 +1113,7 @@ impl Store {
                 actual: report.diff_digest.to_string(),
             });
         }
-        record.compressed_digest = options
-            .compressed_digest
-            .as_ref()
-            .unwrap_or(&report.compressed_digest)
-            .to_string();
-        record.compressed_size = i64::try_from(report.compressed_size).unwrap_or(i64::MAX);
-        record.uncompressed_digest = report.diff_digest.to_string();
-        record.uncompressed_size = i64::try_from(report.diff_size).unwrap_or(i64::MAX);
-        record.compression = report.compression as i64;
-        record.uid_set = report.uids.into_iter().collect();
-        record.gid_set = report.gids.into_iter().collect();
+        fill_record(record, options, &report);
         Ok(())
     }
 
@@ -1574,6 +1816,21 @@ impl Store {
             RecordKind::Container => self.containers.path(),
         })
     }
+}
+
+/// Records what applying a layer's diff found (digests, sizes, compression, ID sets).
+fn fill_record(record: &mut Layer, options: &LayerOptions, report: &podstore_layer::ApplyReport) {
+    record.compressed_digest = options
+        .compressed_digest
+        .as_ref()
+        .unwrap_or(&report.compressed_digest)
+        .to_string();
+    record.compressed_size = i64::try_from(report.compressed_size).unwrap_or(i64::MAX);
+    record.uncompressed_digest = report.diff_digest.to_string();
+    record.uncompressed_size = i64::try_from(report.diff_size).unwrap_or(i64::MAX);
+    record.compression = report.compression as i64;
+    record.uid_set = report.uids.iter().copied().collect();
+    record.gid_set = report.gids.iter().copied().collect();
 }
 
 fn duplicate_name<R: Named>(records: &[R]) -> Option<String> {
