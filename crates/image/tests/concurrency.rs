@@ -1,7 +1,8 @@
 //! Concurrent pulls in one process: 8 overlapping images (`small-01`..`small-08` share the
 //! busybox layer) pulled at once through one service; every image lands, every layer exists
-//! once, and the shared blob is downloaded by exactly one of them (the blob store's
-//! singleflight; the others find it present or the layer already committed).
+//! once, the shared blob is downloaded and every layer applied by exactly one of them (the
+//! per-layer creation lock: the others find the layer committed). Across two processes
+//! likewise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -72,14 +73,21 @@ async fn eight_parallel_pulls_of_overlapping_images() {
     assert!(smalls.iter().all(|f| f.layers[0].diff_id == shared.diff_id));
     assert_eq!(store.layers().unwrap().len(), 1 + 8);
     let mut committed = 0;
+    let mut applied = std::collections::BTreeMap::<String, usize>::new();
     while let Some(event) = rx.recv().await {
-        if let PullEvent::Download(e) = event
-            && e.digest.to_string() == shared.digest
-            && e.state == ProgressState::Committed
-        {
-            committed += 1;
+        match event {
+            PullEvent::Download(e)
+                if e.digest.to_string() == shared.digest && e.state == ProgressState::Committed =>
+            {
+                committed += 1;
+            }
+            PullEvent::LayerApplied { layer_id, .. } => *applied.entry(layer_id).or_default() += 1,
+            _ => {}
         }
     }
+    // every layer was applied exactly once, by one of the eight pulls
+    assert_eq!(applied.len(), 1 + 8, "{applied:?}");
+    assert!(applied.values().all(|n| *n == 1), "{applied:?}");
     assert_eq!(
         committed, 1,
         "the shared blob was downloaded more than once"
@@ -129,14 +137,15 @@ fn child_pull() {
         ))
         .unwrap();
     let mut downloaded = 0;
+    let mut applied = 0;
     while let Ok(event) = rx.try_recv() {
-        if let PullEvent::Download(e) = event
-            && e.state == ProgressState::Committed
-        {
-            downloaded += 1;
+        match event {
+            PullEvent::Download(e) if e.state == ProgressState::Committed => downloaded += 1,
+            PullEvent::LayerApplied { .. } => applied += 1,
+            _ => {}
         }
     }
-    println!("CHILD-RESULT {} {downloaded}", pulled.id);
+    println!("CHILD-RESULT {} {downloaded} {applied}", pulled.id);
 }
 
 #[test]
@@ -178,6 +187,7 @@ fn two_processes_pull_the_same_image() {
         .map(|c| c.wait_with_output().unwrap())
         .collect();
     let mut downloaded = 0;
+    let mut applied = 0;
     for out in children {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
@@ -189,12 +199,14 @@ fn two_processes_pull_the_same_image() {
             .lines()
             .find_map(|l| l.strip_prefix("CHILD-RESULT "))
             .unwrap_or_else(|| panic!("no result in {stdout}"));
-        let (id, count) = line.split_once(' ').unwrap();
-        assert_eq!(id, fx.image_id().unwrap());
-        downloaded += count.parse::<usize>().unwrap();
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields[0], fx.image_id().unwrap());
+        downloaded += fields[1].parse::<usize>().unwrap();
+        applied += fields[2].parse::<usize>().unwrap();
     }
-    // every blob was downloaded by exactly one of the two processes
+    // every blob was downloaded, and every layer applied, by exactly one of the two processes
     assert_eq!(downloaded, fx.layers.len());
+    assert_eq!(applied, fx.layers.len());
     let store = Store::open(&StoreOptions::new(
         dir.path().join("root"),
         dir.path().join("run"),

@@ -50,9 +50,12 @@ struct LockShared {
     changed: Condvar,
 }
 
+/// Open lock files by (device, inode).
+type OpenLockFiles = Mutex<HashMap<(u64, u64), Weak<LockShared>>>;
+
 /// Lock files open in this process, by (device, inode).
-fn registry() -> &'static Mutex<HashMap<(u64, u64), Weak<LockShared>>> {
-    static REG: OnceLock<Mutex<HashMap<(u64, u64), Weak<LockShared>>>> = OnceLock::new();
+fn registry() -> &'static OpenLockFiles {
+    static REG: OnceLock<OpenLockFiles> = OnceLock::new();
     REG.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
