@@ -302,10 +302,10 @@ pub struct ContainerSettings {
     /// The CRI attempt number.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub attempt: u32,
-    /// UID map `CONTAINER:HOST:SIZE` (repeatable; must match the store's own maps).
+    /// UID map `CONTAINER:HOST:SIZE` (repeatable; default: the image's).
     #[arg(long, value_name = "C:H:S", value_parser = parse_id_map)]
     pub uidmap: Vec<IdMap>,
-    /// GID map `CONTAINER:HOST:SIZE` (repeatable; must match the store's own maps).
+    /// GID map `CONTAINER:HOST:SIZE` (repeatable; default: the image's).
     #[arg(long, value_name = "C:H:S", value_parser = parse_id_map)]
     pub gidmap: Vec<IdMap>,
     /// SELinux label option such as `level:s0:c1,c2` or `disable` (repeatable).

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -382,6 +383,40 @@ fn create_by_image_id_and_options() {
     );
 }
 
+/// `--uidmap`/`--gidmap` end to end: the mounted root is owned by the shifted IDs, the record
+/// carries the maps, and podman and the containers-storage CLI list the container.
+#[test]
+fn mapped_container_end_to_end() {
+    let env = Env::new();
+    let mut args = Env::create_args("mapped", CONTAINER_ID);
+    args.extend(["--uidmap", "0:100000:65536", "--gidmap", "0:200000:65536"].map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.json(&args);
+    let root = env.ok(&["mount", "mapped"]);
+    let root = std::path::Path::new(root.trim());
+    let mut paths = vec![root.to_path_buf()];
+    paths.extend(std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()));
+    assert!(paths.len() > 2, "{paths:?}");
+    for path in paths {
+        let md = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(
+            (md.uid(), md.gid()),
+            (100_000, 200_000),
+            "{}",
+            path.display()
+        );
+    }
+    let record = &env.peer("containers-storage", &["container", "--json", CONTAINER_ID]);
+    let record: serde_json::Value = serde_json::from_str(record).unwrap();
+    assert_eq!(record[0]["uidmap"][0]["host_id"], 100_000, "{record}");
+    assert_eq!(record[0]["gidmap"][0]["host_id"], 200_000, "{record}");
+    let ps = env.peer("podman", &["ps", "--all", "--external", "--format", "json"]);
+    assert!(ps.contains(CONTAINER_ID), "{ps}");
+    env.ok(&["unmount", "mapped"]);
+    env.ok(&["rm", "mapped"]);
+    assert!(env.ps().is_empty());
+}
+
 #[test]
 fn errors_name_the_input_and_usage_errors_exit_two() {
     let env = Env::new();
@@ -444,7 +479,7 @@ fn errors_name_the_input_and_usage_errors_exit_two() {
     assert!(stderr.contains("\"c\""), "{stderr}");
     assert_eq!(env.ps().len(), 1);
 
-    // per-container ID maps other than the store's are refused, leaving nothing behind
+    // ID maps that leave root unmapped are refused, leaving nothing behind
     let out = env.run(&[
         "pod",
         "create",
@@ -455,7 +490,7 @@ fn errors_name_the_input_and_usage_errors_exit_two() {
         "--image",
         IMAGE,
         "--uidmap",
-        "0:100000:65536",
+        "1:100000:65535",
         "--gidmap",
         "0:100000:65536",
     ]);

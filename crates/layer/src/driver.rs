@@ -155,6 +155,16 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// Shifting the owners of a layer's files to other ID mappings failed; names the layer,
+    /// and the source names the file.
+    #[error("shifting the ID mappings of layer {id}: {source}")]
+    IdShift {
+        /// Layer ID.
+        id: String,
+        /// What went wrong, naming the file.
+        #[source]
+        source: crate::idshift::ShiftError,
+    },
     /// The overlay mount data reaches a page even with paths relative to the driver home, and
     /// the new mount API is disabled or not supported by the kernel (containers/storage:
     /// `cannot mount layer, mount label too large`).
@@ -224,6 +234,18 @@ pub trait Driver: Send + Sync {
         parent: Option<&str>,
         staging: &Path,
         create: &CreateOptions,
+    ) -> Result<(), DriverError>;
+    /// Shifts the owner of every file the layer shows (with its parents, as mounted) from the
+    /// `from` mappings to the `to` mappings, keeping modes, setuid/setgid bits and
+    /// `security.capability` (containers/storage's `UpdateLayerIDMap`). Used on a layer just
+    /// created on a template layer, to make an ID-mapped copy of it: overlay copies every file
+    /// up into the layer's `diff/`, vfs changes its own full copy in place.
+    fn update_id_map(
+        &self,
+        id: &str,
+        from: &IdMappings,
+        to: &IdMappings,
+        mount_label: Option<&str>,
     ) -> Result<(), DriverError>;
     /// Mounts the layer (with its parents) and returns the root filesystem path.
     fn mount(&self, id: &str, opts: &MountOptions) -> Result<PathBuf, DriverError>;

@@ -10,6 +10,7 @@ mod digest_thread;
 pub mod driver;
 mod fs_namespace;
 mod fsutil;
+pub mod idshift;
 mod mount;
 pub mod overlay;
 pub mod tar_split;
@@ -21,6 +22,7 @@ pub use driver::{
     ApplyOptions, ApplyReport, Compression, CreateOptions, Driver, DriverError, IdMap, IdMappings,
     MountOptions,
 };
+pub use idshift::{ShiftError, shift_tree};
 pub use mount::MountMethod;
 pub use overlay::{Overlay, OverlayOptions};
 pub use tar_split::{TarSplitError, reassemble};

@@ -18,6 +18,7 @@ use crate::driver::{
     ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError, IdMappings, MountOptions,
 };
 use crate::fsutil;
+use crate::idshift::shift_tree;
 use crate::mount::{
     MountFailure, MountMethod, MountPolicy, OverlayMount, mount_overlay, parse_options,
 };
@@ -459,6 +460,38 @@ impl Driver for Overlay {
                 source,
             }
         })
+    }
+
+    fn update_id_map(
+        &self,
+        id: &str,
+        from: &IdMappings,
+        to: &IdMappings,
+        mount_label: Option<&str>,
+    ) -> Result<(), DriverError> {
+        if from == to {
+            return Ok(());
+        }
+        // Chowning through the read-write mount copies every file up into this layer's
+        // `diff/`, so the lower layers stay untouched (containers/storage does the same).
+        let merged = self.mount(
+            id,
+            &MountOptions {
+                mount_label: mount_label.map(str::to_owned),
+                ..MountOptions::default()
+            },
+        )?;
+        let shifted = fsutil::open_dir(&merged)
+            .map_err(io_err("open", &merged))
+            .and_then(|fd| {
+                shift_tree(fd.as_fd(), from, to).map_err(|source| DriverError::IdShift {
+                    id: id.to_owned(),
+                    source,
+                })
+            });
+        let unmounted = self.unmount(id);
+        shifted?;
+        unmounted
     }
 
     fn mount(&self, id: &str, opts: &MountOptions) -> Result<PathBuf, DriverError> {

@@ -9,8 +9,11 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::apply::{WhiteoutFormat, apply_tar};
-use crate::driver::{ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError, MountOptions};
+use crate::driver::{
+    ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError, IdMappings, MountOptions,
+};
 use crate::fsutil;
+use crate::idshift::shift_tree;
 use crate::overlay::{check_id, mkdir_exact, root_pair};
 
 /// The vfs driver rooted at `<graphroot>/vfs`.
@@ -162,6 +165,26 @@ impl Driver for Vfs {
             self.remove(id)?;
         }
         fs::rename(staging, &dir).map_err(io_err("rename staged layer to", &dir))
+    }
+
+    fn update_id_map(
+        &self,
+        id: &str,
+        from: &IdMappings,
+        to: &IdMappings,
+        _mount_label: Option<&str>,
+    ) -> Result<(), DriverError> {
+        if from == to {
+            return Ok(());
+        }
+        let dir = self.existing_layer_dir(id)?;
+        let fd = fsutil::open_dir(&dir).map_err(io_err("open", &dir))?;
+        shift_tree(fd.as_fd(), from, to)
+            .map(|_| ())
+            .map_err(|source| DriverError::IdShift {
+                id: id.to_owned(),
+                source,
+            })
     }
 
     fn mount(&self, id: &str, opts: &MountOptions) -> Result<PathBuf, DriverError> {

@@ -85,6 +85,14 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// An ID map with an empty range or a range past the last ID.
+    #[error("invalid ID map {map:?}: range {range:?} is empty or runs past the last ID")]
+    InvalidIdMap {
+        /// The whole map given.
+        map: Vec<podstore_layer::IdMap>,
+        /// The offending range.
+        range: podstore_layer::IdMap,
+    },
     /// A layer still has child layers (`ErrLayerHasChildren`).
     #[error("layer {id} has child layers {children:?}")]
     LayerHasChildren {

@@ -56,6 +56,6 @@ pub use gotime::GoTime;
 pub use json::write_string as write_go_json_string;
 pub use records::{Container, Image, Layer, Mountpoint, is_manifest_key};
 pub use store::{
-    BigDataItem, ContainerOptions, ImageOptions, LayerCreateStats, LayerCreationLock, LayerOptions,
-    NamesOp, STAGING_DIR, StagedBlob, StagedLayer, Store,
+    BigDataItem, ContainerOptions, IdMappingOptions, ImageOptions, LayerCreateStats,
+    LayerCreationLock, LayerOptions, NamesOp, STAGING_DIR, StagedBlob, StagedLayer, Store,
 };

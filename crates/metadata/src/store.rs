@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podstore_layer::{ApplyOptions, CreateOptions, Driver, IdMappings, MountOptions};
+use podstore_layer::{ApplyOptions, CreateOptions, Driver, IdMap, IdMappings, MountOptions};
 use podstore_reference::Digest;
 use serde_json::Value;
 
@@ -78,6 +78,66 @@ pub struct ImageOptions {
     pub big_data: Vec<BigDataItem>,
 }
 
+/// The ID mappings a container asks for (containers/storage's `IDMappingOptions`, without
+/// automatic user namespaces).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdMappingOptions {
+    /// Use the host's UIDs unmapped, whatever `uid_map` says.
+    pub host_uid_mapping: bool,
+    /// Use the host's GIDs unmapped, whatever `gid_map` says.
+    pub host_gid_mapping: bool,
+    /// The UID map; empty means the image top layer's (or, without an image, the store's).
+    pub uid_map: Vec<IdMap>,
+    /// The GID map; empty means the image top layer's (or, without an image, the store's).
+    pub gid_map: Vec<IdMap>,
+}
+
+impl IdMappingOptions {
+    /// Whether the caller asked for anything but the defaults.
+    pub fn is_requested(&self) -> bool {
+        self.host_uid_mapping
+            || self.host_gid_mapping
+            || !self.uid_map.is_empty()
+            || !self.gid_map.is_empty()
+    }
+
+    /// The maps a container gets: the host's (none) when asked, else the given ones, else
+    /// `default`'s.
+    fn resolve(&self, default: &IdMappings) -> IdMappings {
+        let pick = |host: bool, given: &[IdMap], fallback: &[IdMap]| -> Vec<IdMap> {
+            if host {
+                Vec::new()
+            } else if !given.is_empty() {
+                given.to_vec()
+            } else {
+                fallback.to_vec()
+            }
+        };
+        IdMappings {
+            uid: pick(self.host_uid_mapping, &self.uid_map, &default.uid),
+            gid: pick(self.host_gid_mapping, &self.gid_map, &default.gid),
+        }
+    }
+}
+
+/// Refuses a map with an empty range or a range that runs past the last ID.
+fn validate_id_map(map: &[IdMap]) -> Result<()> {
+    for range in map {
+        let end_ok = |start: u32| {
+            start
+                .checked_add(range.size)
+                .is_some_and(|end| end <= u32::MAX)
+        };
+        if range.size == 0 || !end_ok(range.container_id) || !end_ok(range.host_id) {
+            return Err(Error::InvalidIdMap {
+                map: map.to_vec(),
+                range: *range,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// How to create a container.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerOptions {
@@ -97,6 +157,10 @@ pub struct ContainerOptions {
     pub process_label: String,
     /// Extra flags (`MountOpts`, `Volatile`, …).
     pub flags: BTreeMap<String, Value>,
+    /// The container's UID/GID maps. When they differ from the image top layer's, the
+    /// container's layer sits on an ID-shifted copy of that layer (a mapped top layer,
+    /// recorded in the image and reused by later containers with the same maps).
+    pub id_mappings: IdMappingOptions,
 }
 
 /// What creating a layer cost, for measuring the time `layers.lock` is held.
@@ -365,6 +429,7 @@ pub struct Store {
     run_containers_dir: PathBuf,
     tmp_dir: PathBuf,
     id_mappings: IdMappings,
+    userns_lock: LockFile,
 }
 
 impl std::fmt::Debug for Store {
@@ -452,7 +517,7 @@ impl Store {
             mkdir_all(d)?;
         }
         let storage_lock = LockFile::open(&graph_root.join("storage.lock"))?;
-        LockFile::open(&graph_root.join("userns.lock"))?;
+        let userns_lock = LockFile::open(&graph_root.join("userns.lock"))?;
         let store = Store {
             layers: RecordFile::open(
                 layers_dir.join("layers.json"),
@@ -487,6 +552,7 @@ impl Store {
                 uid: options.uid_map.clone(),
                 gid: options.gid_map.clone(),
             },
+            userns_lock,
         };
         store.recover()?;
         Ok(store)
@@ -899,22 +965,25 @@ impl Store {
         let mut st = self.load_layers_for_write(&g)?;
         let id = staged.id.clone();
         let options = staged.options.clone();
-        let layer = self.create_layer_with(&g, &mut st, id, &options, |record, parent| {
-            self.driver.commit_staged(
-                &record.id,
-                parent,
-                &staged.dir.join("layer"),
-                &CreateOptions {
-                    read_write: options.read_write,
-                    id_mappings: self.id_mappings.clone(),
-                },
-            )?;
-            let from = staged.dir.join("tar-split.gz");
-            let target = self.tar_split_path(&record.id);
-            fs::rename(&from, &target).map_err(|e| io_err("renaming tar-split to", &target, e))?;
-            fill_record(record, &options, &staged.report);
-            Ok(())
-        })?;
+        let maps = self.id_mappings.clone();
+        let layer =
+            self.create_layer_with(&g, &mut st, id, &options, &maps, |record, parent| {
+                self.driver.commit_staged(
+                    &record.id,
+                    parent,
+                    &staged.dir.join("layer"),
+                    &CreateOptions {
+                        read_write: options.read_write,
+                        id_mappings: self.id_mappings.clone(),
+                    },
+                )?;
+                let from = staged.dir.join("tar-split.gz");
+                let target = self.tar_split_path(&record.id);
+                fs::rename(&from, &target)
+                    .map_err(|e| io_err("renaming tar-split to", &target, e))?;
+                fill_record(record, &options, &staged.report);
+                Ok(())
+            })?;
         drop(g);
         let held = started.elapsed();
         let _ = fs::remove_dir(&staged.dir);
@@ -964,7 +1033,8 @@ impl Store {
                 });
             }
         }
-        let layer = self.create_layer_locked(&g, &mut st, id, &options, blob)?;
+        let maps = self.id_mappings.clone();
+        let layer = self.create_layer_locked(&g, &mut st, id, &options, blob, &maps)?;
         drop(g);
         Ok((
             layer,
@@ -981,9 +1051,10 @@ impl Store {
         id: String,
         options: &LayerOptions,
         blob: Option<&mut dyn Read>,
+        maps: &IdMappings,
     ) -> Result<Layer> {
-        self.create_layer_with(g, st, id, options, |record, parent| {
-            self.fill_layer(record, parent, options, blob)
+        self.create_layer_with(g, st, id, options, maps, |record, parent| {
+            self.fill_layer(record, parent, options, blob, maps)
         })
     }
 
@@ -995,6 +1066,7 @@ impl Store {
         st: &mut LayerState,
         id: String,
         options: &LayerOptions,
+        maps: &IdMappings,
         fill: impl FnOnce(&mut Layer, Option<&str>) -> Result<()>,
     ) -> Result<Layer> {
         if st.layers.iter().any(|l| l.id == id) {
@@ -1026,8 +1098,8 @@ impl Store {
             parent: parent.clone().unwrap_or_default(),
             mount_label: options.mount_label.clone(),
             created: GoTime::now_utc(),
-            uid_map: self.id_mappings.uid.clone(),
-            gid_map: self.id_mappings.gid.clone(),
+            uid_map: maps.uid.clone(),
+            gid_map: maps.gid.clone(),
             ..Layer::default()
         };
         record
@@ -1059,6 +1131,130 @@ impl Store {
         }
     }
 
+    /// Creates an ID-shifted copy of `template` with `maps` (containers/storage's layer
+    /// `TemplateLayer`): the record takes the template's parent, digests, sizes, ID sets and
+    /// tar-split; the driver creates the layer on the template and shifts every file's owner
+    /// from the template's maps to `maps`. Same incomplete-flag protocol as any layer; undone
+    /// on failure.
+    fn create_mapped_layer_locked(
+        &self,
+        g: &LockGuard,
+        st: &mut LayerState,
+        template: &Layer,
+        maps: &IdMappings,
+    ) -> Result<Layer> {
+        let id = random_id();
+        let mut record = Layer {
+            id: id.clone(),
+            parent: template.parent.clone(),
+            metadata: template.metadata.clone(),
+            mount_label: template.mount_label.clone(),
+            created: GoTime::now_utc(),
+            compressed_digest: template.compressed_digest.clone(),
+            compressed_size: template.compressed_size,
+            uncompressed_digest: template.uncompressed_digest.clone(),
+            uncompressed_size: template.uncompressed_size,
+            compression: template.compression,
+            uid_set: template.uid_set.clone(),
+            gid_set: template.gid_set.clone(),
+            uid_map: maps.uid.clone(),
+            gid_map: maps.gid.clone(),
+            ..Layer::default()
+        };
+        record
+            .flags
+            .insert(INCOMPLETE_FLAG.to_owned(), Value::Bool(true));
+        st.layers.push(record.clone());
+        self.save_layers(g, st)?;
+        let filled = (|| -> Result<()> {
+            self.driver.create(
+                &id,
+                Some(&template.id),
+                &CreateOptions {
+                    read_write: false,
+                    id_mappings: maps.clone(),
+                },
+            )?;
+            let source = self.tar_split_path(&template.id);
+            match fs::File::open(&source) {
+                Ok(mut from) => {
+                    let target = self.tar_split_path(&id);
+                    let mut temp = AtomicFile::create(&target)?;
+                    std::io::copy(&mut from, &mut temp)
+                        .map_err(|e| io_err("copying tar-split to", &target, e))?;
+                    temp.commit()?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("opening", &source, e)),
+            }
+            let from = IdMappings {
+                uid: template.uid_map.clone(),
+                gid: template.gid_map.clone(),
+            };
+            let label = Some(template.mount_label.as_str()).filter(|l| !l.is_empty());
+            self.driver.update_id_map(&id, &from, maps, label)?;
+            Ok(())
+        })();
+        if let Err(e) = filled {
+            self.undo_layer(g, st, &id);
+            return Err(e);
+        }
+        record.flags.remove(INCOMPLETE_FLAG);
+        if let Some(slot) = st.layers.iter_mut().find(|l| l.id == id) {
+            *slot = record.clone();
+        }
+        if let Err(e) = self.save_layers(g, st) {
+            self.undo_layer(g, st, &id);
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// The layer a container with `maps` sits on: the image's top layer or one of its mapped
+    /// top layers whose maps are `maps`; else a new mapped copy of the top layer, registered
+    /// in the image's `mapped-layers` (containers/storage's `imageTopLayerForMapping`).
+    fn top_layer_for_mapping(
+        &self,
+        g: &LockGuard,
+        st: &mut LayerState,
+        image_id: &str,
+        candidates: &[String],
+        maps: &IdMappings,
+    ) -> Result<String> {
+        let mut template: Option<Layer> = None;
+        for candidate in candidates {
+            let Some(layer) = st.layers.iter().find(|l| &l.id == candidate) else {
+                continue;
+            };
+            if layer.uid_map == maps.uid && layer.gid_map == maps.gid {
+                return Ok(layer.id.clone());
+            }
+            if template.is_none() {
+                template = Some(layer.clone());
+            }
+        }
+        let Some(template) = template else {
+            return Err(unknown(
+                RecordKind::Layer,
+                candidates.first().map_or("", String::as_str),
+            ));
+        };
+        let mapped = self.create_mapped_layer_locked(g, st, &template, maps)?;
+        let registered = (|| -> Result<()> {
+            let ig = self.images.lock().write()?;
+            let mut images = self.load_images_for_write(&ig)?;
+            let i = find_index(&images, image_id, RecordKind::Image)?;
+            images[i].mapped_layers.push(mapped.id.clone());
+            self.images.save(&ig, images)?;
+            Ok(())
+        })();
+        if let Err(e) = registered {
+            let _ = self.delete_layer_locked(g, st, &mapped.id);
+            return Err(e);
+        }
+        Ok(mapped.id)
+    }
+
     fn undo_layer(&self, g: &LockGuard, st: &mut LayerState, id: &str) {
         let _ = self.remove_layer_data(id);
         st.layers.retain(|l| l.id != id);
@@ -1075,13 +1271,14 @@ impl Store {
         parent: Option<&str>,
         options: &LayerOptions,
         blob: Option<&mut dyn Read>,
+        maps: &IdMappings,
     ) -> Result<()> {
         self.driver.create(
             &record.id,
             parent,
             &CreateOptions {
                 read_write: options.read_write,
-                id_mappings: self.id_mappings.clone(),
+                id_mappings: maps.clone(),
             },
         )?;
         let Some(blob) = blob else {
@@ -1096,7 +1293,7 @@ impl Store {
             blob,
             &mut gz,
             &ApplyOptions {
-                id_mappings: self.id_mappings.clone(),
+                id_mappings: maps.clone(),
                 no_sync: options.no_sync,
             },
         )?;
@@ -1181,7 +1378,8 @@ impl Store {
         fs::read(&path).map_err(|e| io_err("reading big data", &path, e))
     }
 
-    /// Deletes a layer that no layer, image or container uses. It is unmounted first.
+    /// Deletes a layer that no layer, container or image (as its top layer) uses; a mapped top
+    /// layer is dropped from its image's `mapped-layers`. It is unmounted first.
     pub fn delete_layer(&self, key: &str) -> Result<()> {
         let g = self.layers.lock().write()?;
         let mut st = self.load_layers_for_write(&g)?;
@@ -1203,7 +1401,7 @@ impl Store {
                 self.images
                     .load(&ig)?
                     .iter()
-                    .filter(|im| im.layer == id || im.mapped_layers.contains(&id))
+                    .filter(|im| im.layer == id)
                     .map(|im| im.id.clone()),
             );
         }
@@ -1219,6 +1417,21 @@ impl Store {
         }
         if !users.is_empty() {
             return Err(Error::LayerInUse { id, users });
+        }
+        // An image's mapped top layer may go: it is dropped from the image first
+        // (containers/storage's `removeMappedTopLayer`).
+        {
+            let ig = self.images.lock().write()?;
+            let mut images = self.load_images_for_write(&ig)?;
+            let mut changed = false;
+            for im in &mut images {
+                let before = im.mapped_layers.len();
+                im.mapped_layers.retain(|l| l != &id);
+                changed |= im.mapped_layers.len() != before;
+            }
+            if changed {
+                self.images.save(&ig, images)?;
+            }
         }
         self.delete_layer_locked(&g, &mut st, &id)
     }
@@ -1498,6 +1711,19 @@ impl Store {
         remove_dir_all_if_exists(&self.images_dir.join(&id))?;
         let mut deleted = Vec::new();
         if delete_layers {
+            // The image's ID-mapped copies of its top layer go first (their parent is the top
+            // layer's parent), unless a container or another image still uses one.
+            for mapped in &image.mapped_layers {
+                let used = images
+                    .iter()
+                    .any(|im| &im.layer == mapped || im.mapped_layers.contains(mapped))
+                    || containers.iter().any(|c| &c.layer == mapped)
+                    || st.layers.iter().any(|l| &l.parent == mapped);
+                if !used && st.layers.iter().any(|l| &l.id == mapped) {
+                    self.delete_layer_locked(&lg, &mut st, mapped)?;
+                    deleted.push(mapped.clone());
+                }
+            }
             let mut next = Some(image.layer.clone()).filter(|l| !l.is_empty());
             while let Some(layer_id) = next {
                 let used_by_image = images
@@ -1630,48 +1856,88 @@ impl Store {
             }
             None => random_id(),
         };
+        let requested = &options.id_mappings;
+        validate_id_map(&requested.uid_map)?;
+        validate_id_map(&requested.gid_map)?;
+        // containers/storage serialises creates that choose ID maps on userns.lock.
+        let _userns = if requested.is_requested() {
+            Some(self.userns_lock.write()?)
+        } else {
+            None
+        };
+        let names = dedupe(options.names.clone());
+        let check_free = |containers: &[Container]| -> Result<()> {
+            if containers.iter().any(|c| c.id == id) {
+                return Err(Error::IdInUse {
+                    kind: RecordKind::Container,
+                    id: id.clone(),
+                });
+            }
+            for n in &names {
+                if let Some(owner) = containers.iter().find(|c| c.names.contains(n)) {
+                    return Err(Error::NameInUse {
+                        kind: RecordKind::Container,
+                        name: n.clone(),
+                        owner: owner.id.clone(),
+                    });
+                }
+            }
+            Ok(())
+        };
         let lg = self.layers.lock().write()?;
         let mut st = self.load_layers_for_write(&lg)?;
-        let (image_id, top_layer) = if options.image.is_empty() {
-            (String::new(), None)
+        let (image_id, candidates) = if options.image.is_empty() {
+            (String::new(), Vec::new())
         } else {
             let (_ig, images) = self.load_images_for_read()?;
             let i = find_index(&images, &options.image, RecordKind::Image)?;
-            (
-                images[i].id.clone(),
-                Some(images[i].layer.clone()).filter(|l| !l.is_empty()),
-            )
+            let image = &images[i];
+            let candidates: Vec<String> = std::iter::once(&image.layer)
+                .chain(image.mapped_layers.iter())
+                .filter(|l| !l.is_empty())
+                .cloned()
+                .collect();
+            (image.id.clone(), candidates)
+        };
+        // The top layer's maps are the default; without an image, the store's.
+        let default_maps = match candidates
+            .first()
+            .and_then(|top| st.layers.iter().find(|l| &l.id == top))
+        {
+            Some(top) => IdMappings {
+                uid: top.uid_map.clone(),
+                gid: top.gid_map.clone(),
+            },
+            None => self.id_mappings.clone(),
+        };
+        let maps = requested.resolve(&default_maps);
+        // Refuse a taken ID or name before any (possibly long) mapped-layer work; checked
+        // again under the write lock below.
+        {
+            let (_cg, containers) = self.load_containers_for_read()?;
+            check_free(&containers)?;
+        }
+        let parent = if candidates.is_empty() {
+            None
+        } else {
+            Some(self.top_layer_for_mapping(&lg, &mut st, &image_id, &candidates, &maps)?)
         };
         let cg = self.containers.lock().write()?;
         let mut containers = self.load_containers_for_write(&cg)?;
-        if containers.iter().any(|c| c.id == id) {
-            return Err(Error::IdInUse {
-                kind: RecordKind::Container,
-                id,
-            });
-        }
-        let names = dedupe(options.names.clone());
-        for n in &names {
-            if let Some(owner) = containers.iter().find(|c| c.names.contains(n)) {
-                return Err(Error::NameInUse {
-                    kind: RecordKind::Container,
-                    name: n.clone(),
-                    owner: owner.id.clone(),
-                });
-            }
-        }
+        check_free(&containers)?;
         let layer = self.create_layer_locked(
             &lg,
             &mut st,
             random_id(),
             &LayerOptions {
-                parent: top_layer,
+                parent,
                 names: options.layer_names.clone(),
                 mount_label: options.mount_label.clone(),
                 read_write: true,
                 ..LayerOptions::default()
             },
             None,
+            &maps,
         )?;
         let mut flags = options.flags.clone();
         flags.insert(
@@ -1689,8 +1955,8 @@ impl Store {
             layer: layer.id.clone(),
             metadata: options.metadata.clone(),
             created: GoTime::now_utc(),
-            uid_map: self.id_mappings.uid.clone(),
-            gid_map: self.id_mappings.gid.clone(),
+            uid_map: maps.uid,
+            gid_map: maps.gid,
             flags,
             ..Container::default()
         };

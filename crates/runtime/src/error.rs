@@ -4,7 +4,6 @@
 //! of the image service and the store.
 
 use crate::container_metadata::MetadataDecodeError;
-use podstore_layer::IdMap;
 
 /// A runtime-service failure. Every variant names the input it is about.
 #[derive(Debug, thiserror::Error)]
@@ -69,23 +68,6 @@ pub enum RuntimeError {
     BadLabelOption {
         /// The offending option.
         option: String,
-    },
-    /// The store records only its store-wide ID maps; the requested per-container maps
-    /// differ, so the container was removed again.
-    #[error(
-        "container {container}: per-container ID maps are not supported by this store (requested uid {requested_uid:?} gid {requested_gid:?}, store has uid {store_uid:?} gid {store_gid:?})"
-    )]
-    IdMappingsUnsupported {
-        /// The container that was created and removed again.
-        container: String,
-        /// The requested UID map.
-        requested_uid: Vec<IdMap>,
-        /// The requested GID map.
-        requested_gid: Vec<IdMap>,
-        /// The store's UID map.
-        store_uid: Vec<IdMap>,
-        /// The store's GID map.
-        store_gid: Vec<IdMap>,
     },
     /// The container's metadata string is not CRI-O metadata (e.g. a podman container).
     #[error("container {id}: {source}")]

@@ -7,8 +7,8 @@
 //! after a pull, atomic layer-name updates. [`RuntimeContainerMetadata`] is CRI-O's metadata
 //! record with its exact encoding and decoding rules.
 //!
-//! Not supported: per-container ID maps (the store records only its store-wide maps; a request
-//! for other maps fails with [`RuntimeError::IdMappingsUnsupported`] and leaves nothing behind).
+//! Per-container UID/GID maps are passed to the store, which puts the container's layer on an
+//! ID-shifted copy of the image's top layer (containers/storage's mapped top layers).
 
 pub mod container_metadata;
 pub mod error;

@@ -16,7 +16,9 @@ use podstore_image::{
     ImageError, ImageService, ImageServiceOptions, PullOptions, find_local_image,
 };
 use podstore_layer::{IdMappings, MountOptions};
-use podstore_metadata::{Container, ContainerOptions, Error as StoreError, Image, NamesOp, Store};
+use podstore_metadata::{
+    Container, ContainerOptions, Error as StoreError, IdMappingOptions, Image, NamesOp, Store,
+};
 use podstore_reference::{Reference, is_qualified};
 use serde::Serialize;
 
@@ -71,7 +73,9 @@ pub struct PodSandboxRequest {
     pub namespace: String,
     /// The CRI attempt number.
     pub attempt: u32,
-    /// Requested ID maps (`None`: the store's defaults).
+    /// Requested ID maps (`None` or empty: the image top layer's). Other maps put the
+    /// container's layer on an ID-shifted copy of the image's top layer, made once per image
+    /// and maps and reused; the container record keeps the maps.
     pub id_mappings: Option<IdMappings>,
     /// SELinux label options.
     pub label_options: Vec<String>,
@@ -98,7 +102,9 @@ pub struct ContainerRequest {
     pub metadata_name: String,
     /// The CRI attempt number.
     pub attempt: u32,
-    /// Requested ID maps (`None`: the store's defaults).
+    /// Requested ID maps (`None` or empty: the image top layer's). Other maps put the
+    /// container's layer on an ID-shifted copy of the image's top layer, made once per image
+    /// and maps and reused; the container record keeps the maps.
     pub id_mappings: Option<IdMappings>,
     /// SELinux label options.
     pub label_options: Vec<String>,
@@ -265,6 +271,14 @@ impl RuntimeService {
             metadata: metadata.to_json(),
             mount_label: labels.mount_label,
             process_label: labels.process_label,
+            id_mappings: args
+                .id_mappings
+                .map(|m| IdMappingOptions {
+                    uid_map: m.uid.clone(),
+                    gid_map: m.gid.clone(),
+                    ..IdMappingOptions::default()
+                })
+                .unwrap_or_default(),
             ..ContainerOptions::default()
         })?;
         match self.finish_create(&container, args, config) {
@@ -288,18 +302,6 @@ impl RuntimeService {
         args: &CreateArgs<'_>,
         config: Option<ImageConfiguration>,
     ) -> Result<ContainerInfo> {
-        // ID maps are read back from the created record (§10.5).
-        if let Some(requested) = args.id_mappings
-            && (requested.uid != container.uid_map || requested.gid != container.gid_map)
-        {
-            return Err(RuntimeError::IdMappingsUnsupported {
-                container: container.id.clone(),
-                requested_uid: requested.uid.clone(),
-                requested_gid: requested.gid.clone(),
-                store_uid: container.uid_map.clone(),
-                store_gid: container.gid_map.clone(),
-            });
-        }
         let store = self.store();
         store.update_layer_names(
             &container.layer,
