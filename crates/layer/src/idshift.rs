@@ -367,7 +367,13 @@ mod tests {
             linked: HashMap::new(),
         };
         // (from, to, on-disk owner, expected)
-        let table: &[(&IdMappings, &IdMappings, (u32, u32), Option<(u32, u32)>)] = &[
+        type Case<'a> = (
+            &'a IdMappings,
+            &'a IdMappings,
+            (u32, u32),
+            Option<(u32, u32)>,
+        );
+        let table: &[Case<'_>] = &[
             (&identity, &shifted, (0, 0), Some((100_000, 100_000))),
             (&identity, &shifted, (1000, 50), Some((101_000, 100_050))),
             (&identity, &shifted, (70_000, 0), Some((65534, 100_000))),

@@ -123,11 +123,8 @@ impl IdMappingOptions {
 /// Refuses a map with an empty range or a range that runs past the last ID.
 fn validate_id_map(map: &[IdMap]) -> Result<()> {
     for range in map {
-        let end_ok = |start: u32| {
-            start
-                .checked_add(range.size)
-                .is_some_and(|end| end <= u32::MAX)
-        };
+        // The range ends before u32::MAX (-1, never a valid ID).
+        let end_ok = |start: u32| start.checked_add(range.size).is_some();
         if range.size == 0 || !end_ok(range.container_id) || !end_ok(range.host_id) {
             return Err(Error::InvalidIdMap {
                 map: map.to_vec(),

@@ -830,3 +830,86 @@ fn is_mount_point(path: &Path) -> bool {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(target.as_ref()))
 }
+
+// R2, R5, R9, R12, R26 (real equivalents of "the store lookup fails with ERR"): a
+// containers.json the store cannot read is an error from every call, never mapped to
+// InvalidContainerId / InvalidSandboxId.
+// R15, R10: mounting a container whose layer data is gone fails, and so does unmounting it.
+// R24, R28: the store's delete fails while something is mounted inside the layer.
+#[test]
+fn store_failures_are_returned_unmapped() {
+    let env = new_env();
+    pull_fixture(&env, "busybox", IMAGE_NAME);
+    env.runtime
+        .create_container(&container_request("c", "cid"))
+        .unwrap();
+    env.runtime
+        .create_pod_sandbox(&sandbox_request("pod"))
+        .unwrap();
+
+    // R24, R28: a mount point inside the layer cannot be removed
+    let layer = env.store.container("cid").unwrap().layer;
+    let busy = env.root.join("vfs/dir").join(&layer).join("tmp");
+    std::fs::create_dir_all(&busy).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&busy)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let delete = env.runtime.delete_container("cid");
+    let pod_layer = env.store.container("pod").unwrap().layer;
+    let pod_busy = env.root.join("vfs/dir").join(&pod_layer).join("tmp");
+    std::fs::create_dir_all(&pod_busy).unwrap();
+    std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&pod_busy)
+        .status()
+        .unwrap();
+    let remove = env.runtime.remove_pod_sandbox("pod");
+    for dir in [&busy, &pod_busy] {
+        std::process::Command::new("umount")
+            .arg(dir)
+            .status()
+            .unwrap();
+    }
+    assert!(matches!(delete, Err(RuntimeError::Store(_))), "{delete:?}");
+    assert!(matches!(remove, Err(RuntimeError::Store(_))), "{remove:?}");
+
+    // R15, R10: the layer data of a mounted container disappears
+    env.runtime
+        .create_container(&container_request("d", "did"))
+        .unwrap();
+    env.runtime.start_container("did").unwrap();
+    let layer = env.store.container("did").unwrap().layer;
+    std::fs::remove_dir_all(env.root.join("vfs/dir").join(&layer)).unwrap();
+    let stop = env.runtime.stop_container("did");
+    assert!(matches!(stop, Err(RuntimeError::Store(_))), "{stop:?}");
+    let start = env.runtime.start_container("did");
+    assert!(matches!(start, Err(RuntimeError::Store(_))), "{start:?}");
+
+    // R2, R5, R9, R12, R26: containers.json cannot be read
+    std::fs::write(
+        env.root.join("vfs-containers/containers.json"),
+        b"{not json",
+    )
+    .unwrap();
+    // as another writer would, bump the lock file's last-writer token in place
+    {
+        use std::io::Write;
+        let mut lock = std::fs::OpenOptions::new()
+            .write(true)
+            .open(env.root.join("vfs-containers/containers.lock"))
+            .unwrap();
+        lock.write_all(&[b'x'; 64]).unwrap();
+    }
+    let store_error = |r: Result<(), RuntimeError>| {
+        assert!(matches!(r, Err(RuntimeError::Store(_))), "{r:?}");
+    };
+    store_error(env.runtime.get_run_dir("did").map(|_| ()));
+    store_error(env.runtime.get_work_dir("did").map(|_| ()));
+    store_error(env.runtime.stop_container("did"));
+    store_error(env.runtime.start_container("did").map(|_| ()));
+    store_error(env.runtime.remove_pod_sandbox("did"));
+    store_error(env.runtime.delete_container("did"));
+}
