@@ -922,6 +922,12 @@ impl LayerJob {
             .await?;
             return Ok((staged, true));
         }
+        // The stream reaches end of file only after the client verified the digest, so the
+        // applier need not hash the blob again.
+        let layer_options = LayerOptions {
+            compressed_digest: Some(self.blob.digest.clone()),
+            ..layer_options
+        };
         let tee = self.keep_blobs.then(|| self.blob_store.clone());
         let (sink, mut reader) = stream::stream(&self.blob.digest, tee);
         let staging = tokio::task::spawn_blocking(move || {

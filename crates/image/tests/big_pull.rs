@@ -41,7 +41,9 @@ fn cold_pull_of_big_against_skopeo() {
     let registry = Registry::start(RegistryMode::Plain).unwrap();
     let mut report = Vec::new();
     for tag in ["big", "big-zstd"] {
-        registry.push(&fixtures, tag, &format!("bench/{tag}:latest")).unwrap();
+        registry
+            .push(&fixtures, tag, &format!("bench/{tag}:latest"))
+            .unwrap();
         let reference = registry.image_reference(&format!("bench/{tag}:latest"));
         let fx = fixtures.image(tag).unwrap();
 
@@ -86,9 +88,7 @@ fn cold_pull_of_big_against_skopeo() {
             let _guard = StoreGuard::overlay(&root, &run);
             std::fs::write(dir.path().join("registries.conf"), "").unwrap();
             let started = Instant::now();
-            let store = Arc::new(
-                Store::open(&StoreOptions::new(&root, &run, "overlay")).unwrap(),
-            );
+            let store = Arc::new(Store::open(&StoreOptions::new(&root, &run, "overlay")).unwrap());
             let svc = ImageService::new(
                 store,
                 ImageServiceOptions {

@@ -121,13 +121,18 @@ pub enum ApplyError {
 /// Counts and digests the compressed bytes as they are read.
 struct HashingReader<'a> {
     inner: &'a mut dyn Read,
-    digester: BackgroundDigester,
+    /// `None` when the caller already verified the blob's digest.
+    digester: Option<BackgroundDigester>,
+    bytes: u64,
 }
 
 impl Read for HashingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
+        if let Some(d) = self.digester.as_mut() {
+            d.update(&buf[..n]);
+        }
+        self.bytes += n as u64;
         Ok(n)
     }
 }
@@ -193,7 +198,11 @@ pub fn apply_tar(
 
     let mut hashing = HashingReader {
         inner: blob,
-        digester: BackgroundDigester::sha256(),
+        digester: opts
+            .verified_compressed_digest
+            .is_none()
+            .then(BackgroundDigester::sha256),
+        bytes: 0,
     };
     let mut prefix = Vec::with_capacity(6);
     while prefix.len() < 6 {
@@ -246,11 +255,18 @@ pub fn apply_tar(
     let mut source = decoder.into_source();
     io::copy(&mut source, &mut io::sink()).map_err(ApplyError::ReadBlob)?;
     let (_, hashing) = source.into_inner().into_inner();
-    let compressed_size = hashing.digester.bytes();
-    let compressed_digest = hashing
-        .digester
-        .finish()
-        .ok_or_else(|| ApplyError::ReadBlob(io::Error::other("the digest thread failed")))?;
+    let compressed_size = hashing.bytes;
+    let compressed_digest = match (hashing.digester, &opts.verified_compressed_digest) {
+        (Some(digester), _) => digester
+            .finish()
+            .ok_or_else(|| ApplyError::ReadBlob(io::Error::other("the digest thread failed")))?,
+        (None, Some(known)) => known.clone(),
+        (None, None) => {
+            return Err(ApplyError::ReadBlob(io::Error::other(
+                "no blob digest was computed",
+            )));
+        }
+    };
 
     state.finish_directories()?;
     if !opts.no_sync {

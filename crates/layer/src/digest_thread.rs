@@ -90,11 +90,6 @@ impl BackgroundDigester {
         }
     }
 
-    /// Bytes fed so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Waits for the thread and returns the digest; `None` if the thread died.
     pub fn finish(mut self) -> Option<Digest> {
         self.flush();
@@ -133,7 +128,7 @@ mod tests {
         for chunk in data.chunks(12_345) {
             bg.update(chunk);
         }
-        assert_eq!(bg.bytes(), data.len() as u64);
+        assert_eq!(bg.bytes, data.len() as u64);
         assert_eq!(bg.finish(), Some(Digest::sha256_of(&data)));
         assert_eq!(
             BackgroundDigester::sha256().finish(),

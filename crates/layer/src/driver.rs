@@ -63,6 +63,10 @@ pub struct ApplyOptions {
     pub id_mappings: IdMappings,
     /// Skip the final syncfs (tests on tmpfs, benchmarks of the sync cost).
     pub no_sync: bool,
+    /// The blob's digest when the caller verifies it itself as the bytes are read (a streamed
+    /// download whose reader only reaches end of file after verification): the applier then
+    /// reports it instead of hashing the blob a second time. Never set it for unverified input.
+    pub verified_compressed_digest: Option<Digest>,
 }
 
 /// Options for mounting a layer.

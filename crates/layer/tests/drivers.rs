@@ -49,6 +49,7 @@ fn owners_are_shifted_through_id_mappings() {
         let opts = ApplyOptions {
             id_mappings: mappings(),
             no_sync: true,
+            ..ApplyOptions::default()
         };
         let report = driver
             .apply_diff(&id, None, &mut &tar[..], &mut Vec::new(), &opts)

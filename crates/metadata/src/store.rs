@@ -864,7 +864,9 @@ impl Store {
     /// the decompression and unpacking overlap with other work and other layers. The driver
     /// decides whether the parent must already exist ([`Driver::staging_needs_parent`]:
     /// vfs copies it; overlay does not read it). `options.uncompressed_digest`, when given, is
-    /// checked here. Nothing becomes visible until [`Store::commit_staged_layer`].
+    /// checked here. `options.compressed_digest`, when given, must be the blob's digest as the
+    /// caller verifies it while `blob` is read (the blob is then not hashed a second time).
+    /// Nothing becomes visible until [`Store::commit_staged_layer`].
     pub fn stage_layer(
         &self,
         lock: &LayerCreationLock,
@@ -906,6 +908,7 @@ impl Store {
         let apply = ApplyOptions {
             id_mappings: self.id_mappings.clone(),
             no_sync: staged.options.no_sync,
+            verified_compressed_digest: staged.options.compressed_digest.clone(),
         };
         let create = CreateOptions {
             read_write: staged.options.read_write,
@@ -1292,6 +1295,7 @@ impl Store {
             &ApplyOptions {
                 id_mappings: maps.clone(),
                 no_sync: options.no_sync,
+                ..ApplyOptions::default()
             },
         )?;
         let temp = gz
