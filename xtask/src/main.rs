@@ -4,8 +4,12 @@
 //! - `deps`: installs the Debian packages and cargo tools the tests use, when missing;
 //! - `ci`: `deps`, then every gate CI runs, in order (fmt, clippy, test, doc, deny, layering);
 //! - `layering`: fails when a crate depends on a crate of the same or a higher tier;
-//! - `fuzz --time SECONDS`: runs every cargo-fuzz target of the workspace for that long.
+//! - `fuzz --time SECONDS`: runs every cargo-fuzz target of the workspace for that long;
+//! - `demo [--keep] [--driver D]`: podstore end to end against a real registry (see `demo.rs`);
+//! - `e2e [--list]`: the end-to-end tests of every crate on both drivers (see `e2e.rs`).
 
+mod demo;
+mod e2e;
 mod layering;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +28,8 @@ fn main() -> Result<()> {
         "deps" => deps(),
         "layering" => layering_cmd(),
         "fuzz" => fuzz(rest),
+        "demo" => demo::run(rest),
+        "e2e" => e2e::run(rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -42,25 +48,28 @@ fn print_help() {
          deps                 install the Debian packages and cargo tools the tests use\n  \
          ci                   deps, then fmt, clippy, test, doc, deny and layering, in that order\n  \
          layering             check that crates depend only on lower tiers\n  \
-         fuzz [--time SECS]   run every cargo-fuzz target for SECS seconds (default 30)\n"
+         fuzz [--time SECS]   run every cargo-fuzz target for SECS seconds (default 30)\n  \
+         demo [--keep] [--driver overlay|vfs]\n                       \
+         registry, sample image, podstore pull/pod/container/mount, podman; cleans up\n  \
+         e2e [--list]         end-to-end tests of every crate on both drivers, real registry\n"
     );
 }
 
 /// The workspace root (the parent of this crate's manifest directory).
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root());
     c
 }
 
-fn run(step: &str, mut cmd: Command) -> Result<()> {
+pub(crate) fn run(step: &str, mut cmd: Command) -> Result<()> {
     eprintln!("==> {step}: {cmd:?}");
     let status = cmd
         .status()
@@ -140,7 +149,7 @@ fn deps() -> Result<()> {
 
 /// Runs `cargo test` with its output passed through, and returns the summed counts of its
 /// `test result:` lines (passed, failed, ignored).
-fn run_tests(mut cmd: Command) -> Result<(u64, u64, u64)> {
+pub(crate) fn run_tests(mut cmd: Command) -> Result<(u64, u64, u64)> {
     use std::io::{BufRead, BufReader};
     eprintln!("==> test: {cmd:?}");
     cmd.stdout(std::process::Stdio::piped());
@@ -191,8 +200,12 @@ fn ci() -> Result<()> {
     ]);
     run("clippy", clippy)?;
 
+    // The end-to-end tests run here, once, on both drivers (what `cargo xtask e2e` runs alone).
     let mut test = cargo();
     test.args(["test", "--workspace"]);
+    for (key, value) in e2e::test_environment() {
+        test.env(key, value);
+    }
     let (passed, failed, ignored) = run_tests(test)?;
 
     let mut doc = cargo();

@@ -7,7 +7,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use podstore_runtime::{IdMap, IdMappings};
 
 /// Exit statuses, documented in `--help`.
-const EXIT_CODES: &str = "Exit status: 0 on success, 1 when the command failed (one line on \
+const EXIT_CODES: &str = "Examples:
+  podstore pull docker.io/library/busybox:latest
+  podstore images
+  podstore --root /var/lib/containers/storage --storage-driver overlay df
+  podstore completion bash > /etc/bash_completion.d/podstore
+
+Exit status: 0 on success, 1 when the command failed (one line on \
 stderr, `podstore: <message>`, naming the input), 2 on a usage error.
 Environment: PODSTORE_LOG=debug (tracing filter) prints library diagnostics on stderr; \
 CONTAINERS_STORAGE_CONF, STORAGE_DRIVER and STORAGE_OPTS as for podman.";
@@ -74,18 +80,25 @@ pub enum Command {
     #[command(after_help = "Examples:
   podstore pull docker.io/library/busybox:latest
   podstore pull --platform linux/arm64/v8 --quiet quay.io/podman/hello
+  podstore pull --progress plain 127.0.0.1:5000/team/app:v1 2>pull.log
   podstore pull oci:/srv/layout:busybox      (recorded as localhost/busybox:latest)")]
     Pull {
         /// Platform to choose from a multi-arch image: `OS/ARCH[/VARIANT]` (default: this host).
         #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
         platform: Option<Platform>,
-        /// Print nothing but the image ID.
+        /// Print nothing but the image ID (same as `--progress none`).
         #[arg(long, short)]
         quiet: bool,
+        /// How to show progress on stderr: `auto` (bars on a terminal, plain lines
+        /// otherwise), `bars`, `plain` (one line per layer step, for logs and scripts) or
+        /// `none`.
+        #[arg(long, value_enum, default_value_t = ProgressChoice::Auto, value_name = "MODE")]
+        progress: ProgressChoice,
         /// `docker://REF`, `oci:PATH[:NAME]`, or a reference (the default transport is added).
         image: String,
     },
-    /// List the images in the store (all of them, or the one FILTER names).
+    /// List the images in the store (all of them, or the one FILTER names); the table shows
+    /// REPOSITORY, TAG, IMAGE ID, CREATED (the image config's date) and SIZE.
     #[command(after_help = "Examples:
   podstore images
   podstore images --format json
@@ -199,8 +212,8 @@ pub enum Command {
         /// Container ID, name or unique ID prefix.
         id: String,
     },
-    /// List the store's containers: ID, names, image, pod name, and whether CRI-O's
-    /// (its metadata names a pod name and a pod ID).
+    /// List the store's containers: ID, names, image, pod name, whether CRI-O's (its
+    /// metadata names a pod name and a pod ID) and when it was created.
     #[command(after_help = "Examples:
   podstore ps
   podstore ps --format json")]
@@ -209,6 +222,50 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Show the store: its paths and driver, how many layers, images and containers it
+    /// holds, this podstore's version and the formats it reads and writes.
+    #[command(after_help = "Examples:
+  podstore info
+  podstore --root /var/lib/containers/storage info --format json | jq .Store.Driver")]
+    Info {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show disk use: per image (its layers, split into those shared with other images and
+    /// those only it uses), per container (its writable layer), and totals. Sizes are the
+    /// apparent sizes of the layers' files on this driver, hard links counted once.
+    #[command(after_help = "Examples:
+  podstore df
+  podstore df --format json | jq .Totals.Total")]
+    Df {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
+    #[command(after_help = "Examples:
+  podstore completion bash > /etc/bash_completion.d/podstore
+  podstore completion zsh > ~/.zfunc/_podstore   (with fpath+=(~/.zfunc) in ~/.zshrc)
+  podstore completion fish > ~/.config/fish/completions/podstore.fish")]
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `pull --progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressChoice {
+    /// Bars when stderr is a terminal, plain lines otherwise.
+    Auto,
+    /// Progress bars (even when stderr is not a terminal).
+    Bars,
+    /// One line per layer step.
+    Plain,
+    /// Nothing.
+    None,
 }
 
 /// `podstore pod ...`.

@@ -1,32 +1,43 @@
 //! The `podstore` command line: operators' access to the image service (pull, images,
 //! inspect, resolve, untag) and the CRI-O runtime service (pod create/rm, create, rm, mount,
-//! unmount, metadata, workdir, rundir, ps) over a containers/storage store.
+//! unmount, metadata, workdir, rundir, ps), plus `info`, `df` and `completion`, over a
+//! containers/storage store.
 //!
 //! Every failure prints one line on stderr, `podstore: <message>` (the message names the
-//! input), and exits with status 1; usage errors exit with status 2 (clap's convention).
+//! input), and exits with status 1 (a panic too); usage errors exit with status 2 (clap's
+//! convention).
 
 mod args;
 mod output;
 mod progress;
+mod report;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use podstore_image::{ImageService, ImageServiceOptions, PullOptions};
-use podstore_metadata::{Store, StoreOptions};
+use podstore_metadata::{GoTime, Store, StoreOptions};
 use podstore_registry::PlatformSelector;
 
 use podstore_runtime::{
     ContainerRequest, PodSandboxRequest, RuntimeContainerMetadata, RuntimeError, RuntimeService,
 };
 
-use crate::args::{Cli, Command, Format, GlobalOptions, PodCommand};
+use crate::args::{Cli, Command, Format, GlobalOptions, PodCommand, ProgressChoice};
 use crate::progress::{ProgressMode, ProgressReporter, manifest_layers};
 
 fn main() {
     let cli = Cli::parse();
+    // A bug must still honour the documented exit status: one `podstore:` line, status 1.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "podstore: internal error: {}",
+            info.to_string().replace('\n', " ")
+        );
+        std::process::exit(1);
+    }));
     init_logging();
     if let Err(error) = run(cli) {
         eprintln!("podstore: {}", one_line(&error));
@@ -118,22 +129,30 @@ fn image_service(global: &GlobalOptions) -> Result<ImageService> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let service = image_service(&cli.global)?;
     let mut stdout = std::io::stdout().lock();
+    if let Command::Completion { shell } = cli.command {
+        // Needs no store: works before podstore was ever configured.
+        clap_complete::generate(shell, &mut Cli::command(), "podstore", &mut stdout);
+        stdout.flush()?;
+        return Ok(());
+    }
+    let service = image_service(&cli.global)?;
     match cli.command {
         Command::Pull {
             platform,
             quiet,
+            progress,
             image,
         } => {
             let selector = platform
                 .map(|p| PlatformSelector::for_platform(&p.os, &p.architecture, &p.variant));
-            let mode = if quiet {
-                ProgressMode::Quiet
-            } else if std::io::stderr().is_terminal() {
-                ProgressMode::Bars
-            } else {
-                ProgressMode::Plain
+            let mode = match progress {
+                _ if quiet => ProgressMode::Quiet,
+                ProgressChoice::None => ProgressMode::Quiet,
+                ProgressChoice::Plain => ProgressMode::Plain,
+                ProgressChoice::Bars => ProgressMode::Bars,
+                ProgressChoice::Auto if std::io::stderr().is_terminal() => ProgressMode::Bars,
+                ProgressChoice::Auto => ProgressMode::Plain,
             };
             let id = pull(&service, &image, selector, mode)?;
             writeln!(stdout, "{id}")?;
@@ -141,7 +160,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Images { format, filter } => {
             let images = service.list_images(filter.as_deref().unwrap_or(""))?;
             match format {
-                Format::Table => write!(stdout, "{}", output::image_table(&images))?,
+                Format::Table => {
+                    let created: Vec<_> = images
+                        .iter()
+                        .map(|image| {
+                            let record = service.store().image(&image.id).ok().map(|i| i.created);
+                            output::image_created(image, record)
+                        })
+                        .collect();
+                    let table = output::image_table(&images, &created, GoTime::now_utc());
+                    write!(stdout, "{table}")?;
+                }
                 Format::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&images)?)?,
             }
         }
@@ -156,6 +185,31 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Untag { image } => {
             service.untag_image(&image)?;
+        }
+        Command::Info { format } => {
+            let options = store_options(&cli.global)?;
+            let info = report::Info::gather(
+                service.store(),
+                &options.driver_options,
+                StoreOptions::config_file(),
+            )?;
+            match format {
+                Format::Table => write!(stdout, "{}", info.to_text())?,
+                Format::Json => {
+                    writeln!(stdout, "{}", serde_json::to_string_pretty(&info.to_json())?)?
+                }
+            }
+        }
+        Command::Df { format } => {
+            let usage = report::DiskUsage::gather(service.store())?;
+            match format {
+                Format::Table => write!(stdout, "{}", usage.to_text())?,
+                Format::Json => writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::to_string_pretty(&usage.to_json())?
+                )?,
+            }
         }
         command => run_runtime(
             RuntimeService::new(service),
@@ -264,7 +318,11 @@ fn run_runtime(
             let containers = runtime.store().containers()?;
             let rows = output::container_rows(&containers);
             match format {
-                Format::Table => write!(stdout, "{}", output::container_table(&rows))?,
+                Format::Table => write!(
+                    stdout,
+                    "{}",
+                    output::container_table(&rows, GoTime::now_utc())
+                )?,
                 Format::Json => writeln!(
                     stdout,
                     "{}",
@@ -276,7 +334,10 @@ fn run_runtime(
         | Command::Images { .. }
         | Command::Inspect { .. }
         | Command::Resolve { .. }
-        | Command::Untag { .. } => {}
+        | Command::Untag { .. }
+        | Command::Info { .. }
+        | Command::Df { .. }
+        | Command::Completion { .. } => {}
     }
     Ok(())
 }

@@ -1,9 +1,9 @@
-//! How results are printed: human-readable sizes, the `images` table (REPOSITORY, TAG,
-//! IMAGE ID, SIZE), the `ps` rows (JSON and table: ID, NAMES, IMAGE, POD, CRIO) and the
-//! destination name podman gives an `oci:` layout pull.
+//! How results are printed: human-readable sizes and ages, the `images` table (REPOSITORY,
+//! TAG, IMAGE ID, CREATED, SIZE), the `ps` rows (JSON and table: ID, NAMES, IMAGE, POD, CRIO,
+//! CREATED), aligned tables, and the destination name podman gives an `oci:` layout pull.
 
 use podstore_image::ImageResult;
-use podstore_metadata::Container;
+use podstore_metadata::{Container, GoTime};
 use podstore_runtime::RuntimeContainerMetadata;
 
 /// One `ps` row.
@@ -21,6 +21,8 @@ pub struct ContainerRow {
     pub pod_id: String,
     /// Whether the metadata is CRI-O's (names a pod name and a pod ID).
     pub crio: bool,
+    /// When the container record was created.
+    pub created: GoTime,
 }
 
 /// The `ps` rows; metadata that does not decode counts as not CRI-O's.
@@ -40,13 +42,14 @@ pub fn container_rows(containers: &[Container]) -> Vec<ContainerRow> {
                 pod_name: metadata.pod_name,
                 pod_id: metadata.pod_id,
                 crio,
+                created: c.created,
             }
         })
         .collect()
 }
 
-/// `ps --format json`: an array of objects with the keys ID, Names, Image, PodName, PodID
-/// and Crio.
+/// `ps --format json`: an array of objects with the keys ID, Names, Image, PodName, PodID,
+/// Crio and Created (RFC 3339, as in `containers.json`).
 pub fn container_json(rows: &[ContainerRow]) -> serde_json::Value {
     rows.iter()
         .map(|r| {
@@ -57,15 +60,17 @@ pub fn container_json(rows: &[ContainerRow]) -> serde_json::Value {
                 "PodName": r.pod_name,
                 "PodID": r.pod_id,
                 "Crio": r.crio,
+                "Created": r.created.to_string(),
             })
         })
         .collect()
 }
 
-/// The `ps` table: ID (12), NAMES (comma-separated), IMAGE (12), POD, CRIO.
-pub fn container_table(rows: &[ContainerRow]) -> String {
-    let header = ["ID", "NAMES", "IMAGE", "POD", "CRIO"].map(str::to_owned);
-    let cells: Vec<[String; 5]> = rows
+/// The `ps` table: ID (12), NAMES (comma-separated), IMAGE (12), POD, CRIO, CREATED (age
+/// at `now`).
+pub fn container_table(rows: &[ContainerRow], now: GoTime) -> String {
+    let header = ["ID", "NAMES", "IMAGE", "POD", "CRIO", "CREATED"].map(str::to_owned);
+    let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
             [
@@ -74,6 +79,7 @@ pub fn container_table(rows: &[ContainerRow]) -> String {
                 r.image.chars().take(12).collect(),
                 r.pod_name.clone(),
                 if r.crio { "yes" } else { "no" }.to_owned(),
+                human_age(r.created, now),
             ]
         })
         .collect();
@@ -81,7 +87,7 @@ pub fn container_table(rows: &[ContainerRow]) -> String {
 }
 
 /// Rows of cells, header first, left-aligned, columns separated by at least three spaces.
-fn aligned<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
+pub fn aligned<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.clone().map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -130,6 +136,44 @@ pub fn human_size(bytes: u64) -> String {
     format!("{text} {}", UNITS[unit])
 }
 
+/// How long before `now` `then` was, in podman's words (go-units' `HumanDuration` + " ago"):
+/// `Less than a second ago`, `5 seconds ago`, `About a minute ago`, `3 minutes ago`,
+/// `About an hour ago`, `5 hours ago`, `3 days ago`, `2 weeks ago`, `4 months ago`,
+/// `6 years ago`. A time in the future reads `Less than a second ago`, as podman's does; a
+/// zero time reads `-`.
+pub fn human_age(then: GoTime, now: GoTime) -> String {
+    if then.is_zero() {
+        return "-".to_owned();
+    }
+    let seconds = now.unix_seconds().saturating_sub(then.unix_seconds());
+    let text = match seconds {
+        ..1 => "Less than a second".to_owned(),
+        1 => "1 second".to_owned(),
+        2..60 => format!("{seconds} seconds"),
+        60..120 => "About a minute".to_owned(),
+        120..3600 => format!("{} minutes", seconds / 60),
+        3600..7200 => "About an hour".to_owned(),
+        // go-units: hours below 48, days below two weeks, weeks below two months (60 days),
+        // months below two years, then years
+        7200..172_800 => format!("{} hours", seconds / 3600),
+        172_800..1_209_600 => format!("{} days", seconds / 86_400),
+        1_209_600..5_184_000 => format!("{} weeks", seconds / 604_800),
+        5_184_000..63_072_000 => format!("{} months", seconds / 2_592_000),
+        _ => format!("{} years", seconds / 31_536_000),
+    };
+    format!("{text} ago")
+}
+
+/// When an image was created: its OCI config's `created`, else the store record's time.
+pub fn image_created(image: &ImageResult, record_created: Option<GoTime>) -> Option<GoTime> {
+    image
+        .oci_config
+        .as_ref()
+        .and_then(|config| config.created().as_deref())
+        .and_then(GoTime::parse)
+        .or(record_created)
+}
+
 /// Splits a stored name into repository and tag (`<none>` when it has none).
 pub fn split_repository_tag(name: &str) -> (String, String) {
     let last_slash = name.rfind('/').map_or(0, |i| i + 1);
@@ -144,32 +188,42 @@ pub fn split_repository_tag(name: &str) -> (String, String) {
 
 /// The rows of the `images` table: one per tag, or one `<none>` row for an untagged image
 /// (its repository is `<PreviousName>` when it has one, as podman shows dangling images).
-pub fn image_rows(images: &[ImageResult]) -> Vec<[String; 4]> {
+/// `created` gives each image's creation time (by index), ages are taken at `now`.
+pub fn image_rows(
+    images: &[ImageResult],
+    created: &[Option<GoTime>],
+    now: GoTime,
+) -> Vec<[String; 5]> {
     let mut rows = Vec::new();
-    for image in images {
+    for (index, image) in images.iter().enumerate() {
         let id: String = image.id.chars().take(12).collect();
         let size = image.size.map_or_else(|| "-".to_owned(), human_size);
+        let age = created
+            .get(index)
+            .copied()
+            .flatten()
+            .map_or_else(|| "-".to_owned(), |t| human_age(t, now));
         if image.repo_tags.is_empty() {
             let repository = if image.previous_name.is_empty() {
                 "<none>".to_owned()
             } else {
                 image.previous_name.clone()
             };
-            rows.push([repository, "<none>".to_owned(), id, size]);
+            rows.push([repository, "<none>".to_owned(), id, age, size]);
             continue;
         }
         for tag in &image.repo_tags {
             let (repository, tag) = split_repository_tag(tag);
-            rows.push([repository, tag, id.clone(), size.clone()]);
+            rows.push([repository, tag, id.clone(), age.clone(), size.clone()]);
         }
     }
     rows
 }
 
 /// The `images` table, header included, columns separated by at least three spaces.
-pub fn image_table(images: &[ImageResult]) -> String {
-    let header = ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"].map(str::to_owned);
-    aligned(&header, &image_rows(images))
+pub fn image_table(images: &[ImageResult], created: &[Option<GoTime>], now: GoTime) -> String {
+    let header = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(str::to_owned);
+    aligned(&header, &image_rows(images, created, now))
 }
 
 /// The name podman records for `oci:PATH:NAME` (`localhost/NAME`, `:latest` added when it has
@@ -218,17 +272,19 @@ mod tests {
             };
             let rows = container_rows(&[container]);
             assert_eq!(rows[0].pod_name, pod_name, "{metadata}");
-            let table = container_table(&rows);
+            let table = container_table(&rows, GoTime::now_utc());
             let lines: Vec<&str> = table.lines().collect();
             assert_eq!(
                 lines[0].split_whitespace().collect::<Vec<_>>(),
-                ["ID", "NAMES", "IMAGE", "POD", "CRIO"]
+                ["ID", "NAMES", "IMAGE", "POD", "CRIO", "CREATED"]
             );
             let mut expected = vec!["0123456789ab", "a,b", "fedcba987654"];
             if !pod_name.is_empty() {
                 expected.push(pod_name);
             }
             expected.push(crio_cell);
+            // a zero creation time shows as "-"
+            expected.push("-");
             assert_eq!(
                 lines[1].split_whitespace().collect::<Vec<_>>(),
                 expected,
@@ -238,6 +294,35 @@ mod tests {
             assert_eq!(json[0]["Crio"], crio_cell == "yes", "{metadata}");
             assert_eq!(json[0]["ID"], "0123456789abcdef");
         }
+    }
+
+    #[test]
+    fn human_age_table() {
+        let now = GoTime::from_unix(1_700_000_000, 0);
+        for (seconds_ago, expected) in [
+            (-5, "Less than a second ago"),
+            (0, "Less than a second ago"),
+            (1, "1 second ago"),
+            (59, "59 seconds ago"),
+            (60, "About a minute ago"),
+            (119, "About a minute ago"),
+            (180, "3 minutes ago"),
+            (3599, "59 minutes ago"),
+            (3600, "About an hour ago"),
+            (7200, "2 hours ago"),
+            (47 * 3600, "47 hours ago"),
+            (48 * 3600, "2 days ago"),
+            (13 * 86_400, "13 days ago"),
+            (14 * 86_400, "2 weeks ago"),
+            (59 * 86_400, "8 weeks ago"),
+            (60 * 86_400, "2 months ago"),
+            (729 * 86_400, "24 months ago"),
+            (730 * 86_400, "2 years ago"),
+        ] {
+            let then = GoTime::from_unix(1_700_000_000 - seconds_ago, 0);
+            assert_eq!(human_age(then, now), expected, "{seconds_ago}");
+        }
+        assert_eq!(human_age(GoTime::default(), now), "-");
     }
 
     #[test]

@@ -8,24 +8,37 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::shm_tempdir;
+use podstore_testkit::peers::{StoreGuard, e2e_drivers, shm_tempdir};
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
-/// A fresh vfs store under /dev/shm.
+/// A fresh store under /dev/shm (vfs unless the test asks for a driver).
 struct Env {
+    /// Overlay stores: shut down and unmounted before `dir` is removed (fields drop in order).
+    _guard: Option<StoreGuard>,
     dir: tempfile::TempDir,
+    driver: &'static str,
 }
 
 impl Env {
     fn new() -> Env {
+        Env::with_driver("vfs")
+    }
+
+    fn with_driver(driver: &'static str) -> Env {
         let dir = shm_tempdir("podstore-cli-");
         // The machine's storage.conf must not leak into the tests: the flags give every path.
         std::fs::write(
             dir.path().join("storage.conf"),
-            "[storage]\ndriver = \"vfs\"\n",
+            format!("[storage]\ndriver = \"{driver}\"\n"),
         )
         .unwrap();
-        Env { dir }
+        let _guard = (driver == "overlay")
+            .then(|| StoreGuard::overlay(dir.path().join("root"), dir.path().join("runroot")));
+        Env {
+            _guard,
+            dir,
+            driver,
+        }
     }
 
     fn path(&self) -> &Path {
@@ -41,7 +54,7 @@ impl Env {
             .arg(&root)
             .arg("--runroot")
             .arg(&runroot)
-            .args(["--storage-driver", "vfs"])
+            .args(["--storage-driver", self.driver])
             .args(args)
             .env("CONTAINERS_STORAGE_CONF", self.path().join("storage.conf"))
             .output()
@@ -60,6 +73,27 @@ impl Env {
     }
 }
 
+/// podman's size format (decimal units, three significant digits), written independently of
+/// the CLI's own: `512 B`, `4.27 MB`, `12.3 MB`, `123 MB`.
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 999.5 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let text = format!("{value:.3}");
+    // three significant digits, trailing zeros dropped
+    let digits_before_point = text.split('.').next().unwrap().len();
+    let decimals = 3usize.saturating_sub(digits_before_point);
+    let mut text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{text} {}", units[unit])
+}
+
 fn last_line(text: &str) -> &str {
     text.lines().last().unwrap_or("")
 }
@@ -76,7 +110,14 @@ fn busybox_id() -> String {
 
 #[test]
 fn layout_pull_then_images_inspect_and_untag() {
-    let env = Env::new();
+    for driver in e2e_drivers() {
+        eprintln!("== layout_pull_then_images_inspect_and_untag on {driver}");
+        layout_pull_then_images_inspect_and_untag_on(driver);
+    }
+}
+
+fn layout_pull_then_images_inspect_and_untag_on(driver: &'static str) {
+    let env = Env::with_driver(driver);
     let fixtures = FixtureSet::shared().unwrap();
     let busybox = fixtures.image("busybox").unwrap();
     let id = busybox_id();
@@ -97,19 +138,30 @@ fn layout_pull_then_images_inspect_and_untag() {
     let table = env.ok(&["images"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "{table}");
-    let header: Vec<&str> = lines[0]
-        .split("   ")
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    assert_eq!(header, ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]);
-    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    let columns = |line: &str| -> Vec<String> {
+        line.split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        columns(lines[0]),
+        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+    );
+    let row = columns(lines[1]);
     assert_eq!(
         row[..3],
         ["localhost/busybox", "latest", &id[..12]],
         "{table}"
     );
-    assert!(["B", "kB", "MB"].contains(&row[4]), "size unit in {table}");
+    // CREATED is the image config's date (the fixtures are made on 2020-01-01)
+    assert!(
+        row[3].ends_with(" years ago") && row[3] != "0 years ago",
+        "{table}"
+    );
+    let size = listed[0]["Size"].as_u64().unwrap();
+    assert_eq!(row[4], human_size(size), "{table}");
 
     // by name, by ID prefix, and filtered listing agree
     for name in ["localhost/busybox:latest", &id[..12]] {
@@ -182,7 +234,14 @@ fn registry_pull_quiet_prints_only_the_id() {
 
 #[test]
 fn registry_pull_plain_mode_reports_layers_and_ends_with_the_id() {
-    let env = Env::new();
+    for driver in e2e_drivers() {
+        eprintln!("== registry_pull_plain_mode_reports_layers_and_ends_with_the_id on {driver}");
+        registry_pull_plain_mode_on(driver);
+    }
+}
+
+fn registry_pull_plain_mode_on(driver: &'static str) {
+    let env = Env::with_driver(driver);
     let plain = RegistrySet::shared().unwrap().get(RegistryMode::Plain);
     // no transport: the default docker:// is prepended
     let reference = plain.image_reference("testkit/busybox:latest");

@@ -1,8 +1,9 @@
 //! End-to-end tests of the runtime commands of the `podstore` binary (`pod create`, `pod rm`,
-//! `create`, `rm`, `mount`, `unmount`, `metadata`, `workdir`, `rundir`, `ps`) on vfs stores
+//! `create`, `rm`, `mount`, `unmount`, `metadata`, `workdir`, `rundir`, `ps`) on stores
 //! under /dev/shm holding the testkit busybox image, of a `create` killed with SIGKILL, and
 //! interop: podman and the containers-storage CLI list podstore's containers, podstore lists
-//! and removes podman's, and `mount` works on overlay.
+//! and removes podman's, and `mount` works on overlay. The lifecycle, interop and
+//! authenticated-pull tests run on every driver of `PODSTORE_E2E_DRIVERS` (default both).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::{ContainersStorage, Podman, shm_tempdir};
+use podstore_testkit::peers::{ContainersStorage, Podman, StoreGuard, e2e_drivers, shm_tempdir};
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -20,6 +21,8 @@ const IMAGE: &str = "localhost/busybox:latest";
 
 /// A fresh store under /dev/shm with busybox pulled from the testkit layout.
 struct Env {
+    /// Overlay stores: shut down and unmounted before `dir` is removed (fields drop in order).
+    _guard: Option<StoreGuard>,
     dir: tempfile::TempDir,
     driver: &'static str,
 }
@@ -50,7 +53,13 @@ impl Env {
             ),
         )
         .unwrap();
-        Env { dir, driver }
+        let _guard = (driver == "overlay")
+            .then(|| StoreGuard::overlay(dir.path().join("root"), dir.path().join("runroot")));
+        Env {
+            _guard,
+            dir,
+            driver,
+        }
     }
 
     fn root(&self) -> PathBuf {
@@ -175,7 +184,9 @@ impl Env {
 
     /// Every layer in layers.json: (id, incomplete).
     fn layers(&self) -> Vec<(String, bool)> {
-        let path = self.root().join("vfs-layers/layers.json");
+        let path = self
+            .root()
+            .join(format!("{}-layers/layers.json", self.driver));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|_| "[]".to_owned());
         let layers: serde_json::Value = serde_json::from_str(&text).unwrap();
         layers
@@ -208,7 +219,14 @@ fn busybox_id() -> String {
 
 #[test]
 fn pod_and_container_lifecycle() {
-    let env = Env::new();
+    for driver in e2e_drivers() {
+        eprintln!("== pod_and_container_lifecycle on {driver}");
+        pod_and_container_lifecycle_on(driver);
+    }
+}
+
+fn pod_and_container_lifecycle_on(driver: &'static str) {
+    let env = Env::with_driver(driver);
     let image_id = busybox_id();
 
     let pod = env.create_pod();
@@ -235,17 +253,39 @@ fn pod_and_container_lifecycle() {
     let container_row = row(CONTAINER_ID);
     assert_eq!(container_row["Names"], serde_json::json!(["web-app"]));
     assert_eq!(container_row["Crio"], true);
+    // Created is the record's own time, as containers.json holds it
+    let records: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.root()
+                .join(format!("{}-containers/containers.json", driver)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let record = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == CONTAINER_ID)
+        .unwrap();
+    assert_eq!(container_row["Created"], record["created"], "{record}");
 
     let table = env.ok(&["ps"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["ID", "NAMES", "IMAGE", "POD", "CRIO"], "{table}");
+    assert_eq!(
+        header,
+        ["ID", "NAMES", "IMAGE", "POD", "CRIO", "CREATED"],
+        "{table}"
+    );
     let container_line = lines
         .iter()
         .find(|l| l.starts_with(&CONTAINER_ID[..12]))
         .unwrap();
-    let cells: Vec<&str> = container_line.split_whitespace().collect();
+    // CREATED: an age in podman's words, just made ("Less than a second ago", "2 seconds ago")
+    assert!(container_line.ends_with(" ago"), "{table}");
+    let cells: Vec<&str> = container_line.split_whitespace().take(5).collect();
     assert_eq!(
         cells,
         [
@@ -260,7 +300,7 @@ fn pod_and_container_lifecycle() {
     assert!(
         lines
             .iter()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+            .any(|l| l.split_whitespace().take(5).collect::<Vec<_>>()
                 == [
                     &POD_ID[..12],
                     "web-infra,web",
@@ -644,7 +684,20 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
 
 #[test]
 fn podman_and_containers_storage_see_podstore_containers_and_podstore_removes_podmans() {
-    let env = Env::new();
+    for driver in e2e_drivers() {
+        eprintln!(
+            "== podman_and_containers_storage_see_podstore_containers_and_podstore_removes_podmans on {driver}"
+        );
+        podman_and_containers_storage_see_podstore_containers_and_podstore_removes_podmans_on(
+            driver,
+        );
+    }
+}
+
+fn podman_and_containers_storage_see_podstore_containers_and_podstore_removes_podmans_on(
+    driver: &'static str,
+) {
+    let env = Env::with_driver(driver);
     env.create_pod();
     env.create_container("web-app", CONTAINER_ID);
 
@@ -700,7 +753,8 @@ fn podman_and_containers_storage_see_podstore_containers_and_podstore_removes_po
         .lines()
         .find(|l| l.starts_with(&podman_id[..12]))
         .unwrap();
-    assert!(line.ends_with(" no"), "{table}");
+    let cells: Vec<&str> = line.split("   ").map(str::trim).collect();
+    assert!(cells.contains(&"no"), "{table}");
     let path = env.ok(&["mount", "from-podman"]);
     assert!(Path::new(first_line(&path)).join("bin/busybox").exists());
     env.ok(&["rm", "from-podman"]);
@@ -737,9 +791,16 @@ fn overlay_mount_holds_the_image_files_and_unmount_removes_it() {
 
 #[test]
 fn pod_create_pulls_an_absent_image_with_the_authfile() {
+    for driver in e2e_drivers() {
+        eprintln!("== pod_create_pulls_an_absent_image_with_the_authfile on {driver}");
+        pod_create_pulls_an_absent_image_with_the_authfile_on(driver);
+    }
+}
+
+fn pod_create_pulls_an_absent_image_with_the_authfile_on(driver: &'static str) {
     let auth = RegistrySet::shared().unwrap().get(RegistryMode::BasicAuth);
     let image = auth.image_reference("testkit/busybox:latest");
-    let env = Env::empty("vfs");
+    let env = Env::empty(driver);
     let pod_args = [
         "pod",
         "create",

@@ -11,6 +11,26 @@
 //! * [`ImageError`]: the seed's error values as typed variants;
 //! * [`lookup`]: how a local image string is interpreted.
 //!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use podstore_image::{ImageService, ImageServiceOptions, PullOptions};
+//! use podstore_metadata::{Store, StoreOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open(&StoreOptions::new("/var/lib/containers/storage", "/run/containers/storage", "overlay"))?;
+//! let images = ImageService::new(Arc::new(store), ImageServiceOptions::default())?;
+//! // a short name goes through registries.conf's search list, as CRI-O resolves it
+//! let candidates = images.resolve_names("busybox")?;
+//! let pulled = images.pull_image_blocking(&candidates[0], &PullOptions::default())?;
+//! let status = images.image_status(&pulled.id)?;
+//! println!("{} {:?} {:?} bytes, user {:?}", status.id, status.repo_tags, status.size, status.user);
+//! images.untag_image(&candidates[0])?; // the last name goes: the image is deleted
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Semantics follow crio-storage-behavior §1–§7 with the later fixes of §10: local operations
 //! never contact a registry, names are parsed strictly, untag removes exactly one name, the
 //! image cache holds only immutable per-ID facts.

@@ -11,10 +11,12 @@ use podstore_image::{ImageError, ImageService, ImageServiceOptions, PullEvent, P
 use podstore_metadata::{Store, StoreOptions};
 use podstore_registry::PlatformSelector;
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::{Podman, StoreDirs, StoreGuard, shm_tempdir};
+use podstore_testkit::peers::{Podman, StoreDirs, StoreGuard, e2e_drivers, shm_tempdir};
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
 struct Env {
+    /// Overlay stores: shut down and unmounted before the directory goes (fields drop in order).
+    _guard: Option<StoreGuard>,
     _dir: tempfile::TempDir,
     root: PathBuf,
     run: PathBuf,
@@ -34,6 +36,7 @@ fn new_env_on(driver: &str) -> Env {
     std::fs::write(&conf, "").unwrap();
     let store = Arc::new(Store::open(&StoreOptions::new(&root, &run, driver)).unwrap());
     Env {
+        _guard: (driver == "overlay").then(|| StoreGuard::overlay(&root, &run)),
         _dir: dir,
         root,
         run,
@@ -371,7 +374,14 @@ async fn auth_tls_and_failures_leave_the_store_unchanged() {
 
 #[test]
 fn podman_lists_the_pulled_image() {
-    let env = new_env();
+    for driver in e2e_drivers() {
+        eprintln!("== podman_lists_the_pulled_image on {driver}");
+        podman_lists_the_pulled_image_on(driver);
+    }
+}
+
+fn podman_lists_the_pulled_image_on(driver: &str) {
+    let env = new_env_on(driver);
     let svc = service_with(&env, |_| {});
     let plain = registries().get(RegistryMode::Plain);
     let fx = fixtures().image("busybox").unwrap();
@@ -379,7 +389,7 @@ fn podman_lists_the_pulled_image() {
     let pulled = svc
         .pull_image_blocking(&input, &PullOptions::default())
         .unwrap();
-    let listed = Podman::new(&env.root, &env.run, "vfs").json(&["images", "--format", "json"]);
+    let listed = Podman::new(&env.root, &env.run, driver).json(&["images", "--format", "json"]);
     let images = listed.as_array().unwrap();
     assert_eq!(images.len(), 1, "{listed}");
     assert_eq!(images[0]["Id"], pulled.id);

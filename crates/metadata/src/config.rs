@@ -83,6 +83,13 @@ impl StoreOptions {
         Ok(opts)
     }
 
+    /// The storage.conf [`StoreOptions::from_environment`] reads: `$CONTAINERS_STORAGE_CONF`,
+    /// else the first of `/etc/containers/storage.conf` and
+    /// `/usr/share/containers/storage.conf` that exists; `None` when none does.
+    pub fn config_file() -> Option<PathBuf> {
+        config_path()
+    }
+
     /// Parses storage.conf text (`path` is only used in errors). Unknown keys are ignored,
     /// as containers/storage only warns about them.
     pub fn from_toml(text: &str, path: &Path) -> Result<StoreOptions> {

@@ -35,6 +35,26 @@
 //! container layers without tar-split (`Diff` needs tar-split); the overlay driver's
 //! self bind-mount and `Shutdown` (driver matters, see the layer crate).
 //!
+//! # Example
+//!
+//! Open the store podman uses (storage.conf as podman reads it) and list what it holds:
+//!
+//! ```no_run
+//! use podstore_metadata::{Store, StoreOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open(&StoreOptions::from_environment()?)?;
+//! println!("{} on {}", store.graph_root().display(), store.driver_name());
+//! for image in store.images()? {
+//!     println!("image {} {:?} top layer {}", image.id, image.names, image.layer);
+//! }
+//! for container in store.containers()? {
+//!     println!("container {} from image {}", container.id, container.image);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Invariant: every records file is written atomically under its lock's write side, with a
 //! fresh 64-byte token written first; cached records are used only after the token (and for
 //! `layers.json` the mtime) has been re-checked under the lock. A records file that cannot be

@@ -10,6 +10,22 @@
 //! * [`insecure`]: [`InsecureRegistries`], CRI-O's `host[:port]` / CIDR insecure decision;
 //! * [`resolve`]: [`resolve_names`], CRI-O's `ResolveNames`.
 //!
+//! # Example
+//!
+//! ```
+//! use podstore_reference::{Digest, Reference};
+//!
+//! let reference = Reference::parse_normalized("busybox:1.36")?;
+//! assert_eq!(reference.domain(), "docker.io");
+//! assert_eq!(reference.path(), "library/busybox");
+//! assert_eq!(reference.tag(), Some("1.36"));
+//! assert_eq!(reference.familiar(), "busybox:1.36");
+//!
+//! let digest = Digest::sha256_of(b"hello");
+//! assert_eq!(digest, "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".parse()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Invariant: this crate does no I/O beyond reading configuration files, and never touches the
 //! network (no DNS either).
 //!

@@ -1,5 +1,6 @@
 //! Interop: `podman ps --external` lists the sandbox and container podstore created (it reads
-//! podstore's `containers.json`), and podstore deletes a container made by `podman create`.
+//! podstore's `containers.json`), and podstore deletes a container made by `podman create`, on
+//! every driver of `PODSTORE_E2E_DRIVERS` (default overlay and vfs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -7,13 +8,22 @@ mod common;
 use podstore_image::PullOptions;
 use podstore_runtime::{ContainerRequest, PodSandboxRequest, RuntimeService};
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::StoreDirs;
+use podstore_testkit::peers::{StoreDirs, StoreGuard, e2e_drivers};
 
 #[test]
 fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
+    for driver in e2e_drivers() {
+        eprintln!("== podman interop on {driver}");
+        podman_interop_on(driver);
+    }
+}
+
+fn podman_interop_on(driver: &str) {
     let dir = StoreDirs::new("podstore-runtime-podman-");
     let (root, run) = (dir.root(), dir.runroot());
-    let (store, images) = common::store_and_images(dir.path(), &root, &run, "vfs");
+    // overlay: shut down and unmounted before `dir` is removed (declared after it)
+    let _guard = (driver == "overlay").then(|| StoreGuard::overlay(&root, &run));
+    let (store, images) = common::store_and_images(dir.path(), &root, &run, driver);
     let image_id = images
         .pull_image_blocking(
             &FixtureSet::shared().unwrap().oci_reference("busybox"),
@@ -45,7 +55,7 @@ fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
         })
         .unwrap();
 
-    let podman = dir.podman("vfs");
+    let podman = dir.podman(driver);
     let listed = podman.json(&["ps", "--all", "--external", "--format", "json"]);
     let listed = listed.as_array().unwrap();
     for (id, name) in [(&sandbox.id, "infra"), (&container.id, "app")] {
@@ -72,7 +82,7 @@ fn podman_lists_podstore_containers_and_podstore_deletes_podmans() {
     // the containers-storage CLI sees the store without it (podman's own database still
     // remembers its container; podman drops it with rm, which tolerates the missing storage)
     let listed = dir
-        .containers_storage("vfs")
+        .containers_storage(driver)
         .json(&["containers", "--json"]);
     let mut ids: Vec<String> = listed
         .as_array()

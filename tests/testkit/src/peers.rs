@@ -23,13 +23,75 @@ use std::process::{Command, Output, Stdio};
 
 /// Whether a file named `tool` is in a `PATH` directory; prints `SKIP: <tool> is not
 /// installed` when it is not, so a test can `return` early with a visible reason.
+///
+/// # Panics
+///
+/// When the tool is missing and `PODSTORE_REQUIRE_TOOLS=1` (set by `cargo xtask ci` and
+/// `cargo xtask e2e`): there a skipped validator is a failure, not a silent pass.
 pub fn tool_available(tool: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
     if !found {
+        assert!(
+            std::env::var("PODSTORE_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{tool} is not installed and PODSTORE_REQUIRE_TOOLS=1: run `cargo xtask deps`"
+        );
         eprintln!("SKIP: {tool} is not installed");
     }
     found
+}
+
+/// The storage drivers the end-to-end tests run on: `PODSTORE_E2E_DRIVERS`, a comma-separated
+/// list of `overlay` and `vfs` (default: both, overlay first). Unknown names panic, naming
+/// the value. `overlay` is left out, with a `SKIP:` line, when the kernel has no overlayfs
+/// (and `PODSTORE_REQUIRE_TOOLS=1` makes that a failure too).
+///
+/// ```
+/// // an end-to-end test body runs once per driver
+/// for driver in podstore_testkit::peers::e2e_drivers() {
+///     assert!(driver == "overlay" || driver == "vfs");
+/// }
+/// ```
+pub fn e2e_drivers() -> Vec<&'static str> {
+    let text = std::env::var("PODSTORE_E2E_DRIVERS").unwrap_or_default();
+    let chosen = parse_drivers(&text);
+    let has_overlay = std::fs::read_to_string("/proc/filesystems").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().last() == Some("overlay"))
+    });
+    chosen
+        .into_iter()
+        .filter(|driver| {
+            if *driver == "overlay" && !has_overlay {
+                assert!(
+                    std::env::var("PODSTORE_REQUIRE_TOOLS").as_deref() != Ok("1"),
+                    "the kernel has no overlayfs and PODSTORE_REQUIRE_TOOLS=1"
+                );
+                eprintln!("SKIP: the kernel has no overlayfs; end-to-end tests run on vfs only");
+                return false;
+            }
+            true
+        })
+        .collect()
+}
+
+/// Parses a `PODSTORE_E2E_DRIVERS` value (empty: both).
+fn parse_drivers(text: &str) -> Vec<&'static str> {
+    let mut drivers = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let driver = match name {
+            "overlay" => "overlay",
+            "vfs" => "vfs",
+            other => panic!("PODSTORE_E2E_DRIVERS: unknown driver {other:?} in {text:?}"),
+        };
+        if !drivers.contains(&driver) {
+            drivers.push(driver);
+        }
+    }
+    if drivers.is_empty() {
+        drivers = vec!["overlay", "vfs"];
+    }
+    drivers
 }
 
 /// A fresh directory under `/dev/shm` (tmpfs) whose name starts with `prefix`, removed on drop.
@@ -347,5 +409,28 @@ impl StoreDirs {
     /// The containers-storage CLI on this store with `driver`.
     pub fn containers_storage(&self, driver: &str) -> ContainersStorage {
         ContainersStorage::new(self.root(), self.runroot(), driver)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_drivers;
+
+    #[test]
+    fn drivers_table() {
+        for (text, expected) in [
+            ("", vec!["overlay", "vfs"]),
+            (" , ", vec!["overlay", "vfs"]),
+            ("vfs", vec!["vfs"]),
+            ("overlay", vec!["overlay"]),
+            ("vfs,overlay", vec!["vfs", "overlay"]),
+            ("overlay, vfs ,overlay", vec!["overlay", "vfs"]),
+        ] {
+            assert_eq!(parse_drivers(text), expected, "{text:?}");
+        }
+        for bad in ["btrfs", "vfs,zfs", "Overlay"] {
+            let panicked = std::panic::catch_unwind(|| parse_drivers(bad));
+            assert!(panicked.is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -211,7 +212,12 @@ impl Registry {
         let cleanup_arg = cleanup
             .as_deref()
             .map_or_else(String::new, |c| c.to_string_lossy().into_owned());
-        let mut watchdog = Command::new("sh")
+        let mut watchdog = Command::new("sh");
+        // Its own process group: a Ctrl-C on the terminal reaches the test process (or
+        // `cargo xtask demo`), not the watchdog, which would otherwise die in `read` and leave
+        // the registry running; the pipe closing still stops it when we exit in any way.
+        watchdog.process_group(0);
+        let mut watchdog = watchdog
             .arg("-c")
             .arg(WATCHDOG)
             .arg("podstore-testkit-registry")
