@@ -6,11 +6,15 @@
 //! - `layering`: fails when a crate depends on a crate of the same or a higher tier;
 //! - `fuzz --time SECONDS`: runs every cargo-fuzz target of the workspace for that long;
 //! - `demo [--keep] [--driver D]`: podstore end to end against a real registry (see `demo.rs`);
-//! - `e2e [--list]`: the end-to-end tests of every crate on both drivers (see `e2e.rs`).
+//! - `e2e [--list]`: the end-to-end tests of every crate on both drivers (see `e2e.rs`);
+//! - `crash [--quick]`: crash injection (SIGKILL at named points and offsets), see `crash.rs`;
+//! - `soak [--minutes M]`: concurrent load on one store, see `soak.rs`.
 
+mod crash;
 mod demo;
 mod e2e;
 mod layering;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +34,8 @@ fn main() -> Result<()> {
         "fuzz" => fuzz(rest),
         "demo" => demo::run(rest),
         "e2e" => e2e::run(rest),
+        "crash" => crash::crash(rest),
+        "soak" => soak::soak(rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -51,7 +57,10 @@ fn print_help() {
          fuzz [--time SECS]   run every cargo-fuzz target for SECS seconds (default 30)\n  \
          demo [--keep] [--driver overlay|vfs]\n                       \
          registry, sample image, podstore pull/pod/container/mount, podman; cleans up\n  \
-         e2e [--list]         end-to-end tests of every crate on both drivers, real registry\n"
+         e2e [--list]         end-to-end tests of every crate on both drivers, real registry\n  \
+
+         crash [--quick]      SIGKILL pull/create/rm/untag at every crash point; check, repair, peers\n  \
+         soak [--minutes M]   4 podstore processes and podman on one store; check and verify results\n"
     );
 }
 
@@ -207,6 +216,9 @@ fn ci() -> Result<()> {
         test.env(key, value);
     }
     let (passed, failed, ignored) = run_tests(test)?;
+
+    // Short crash injection (under a minute).
+    crash::crash(&["--quick".to_owned()])?;
 
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"])

@@ -56,11 +56,13 @@
 //! # }
 //! ```
 
+pub mod crash;
 mod error;
 mod lock;
 pub mod oci_layout;
 mod store;
 
+pub use crash::crash_point;
 pub use error::BlobError;
 pub use oci_layout::{OciImageSelector, OciLayout, OciReference};
 pub use store::{BLOBS_DIR, Begin, BlobInfo, BlobStore, INGEST_DIR, IngestWriter};

@@ -586,6 +586,7 @@ impl IngestWriter {
         fs::rename(&self.data_path, &target)
             .map_err(|e| BlobError::io("rename", &self.data_path, e))?;
         fsync_dir(&algorithm_dir)?;
+        crate::crash::crash_point("ingest-committed");
         // Published. Waiters blocked on our lock see the blob once we release it.
         remove_ingest_dir(&self.dir);
         self.lock.take();

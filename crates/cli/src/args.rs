@@ -135,6 +135,12 @@ pub enum Command {
         /// A name, ID or unique ID prefix.
         image: String,
     },
+    /// Check the store against itself, the mount table and the filesystem; `--repair` removes
+    /// what is broken or unreachable. Exits 1 while problems remain.
+    #[command(after_help = "Examples:
+  podstore check
+  podstore check --repair --stale-after 0 --format json")]
+    Check(crate::check::CheckArgs),
     /// Pod sandboxes: create or remove a pod's infra container.
     #[command(subcommand)]
     Pod(PodCommand),

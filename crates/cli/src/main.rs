@@ -8,6 +8,7 @@
 //! convention).
 
 mod args;
+mod check;
 mod output;
 mod progress;
 mod report;
@@ -211,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
                 )?,
             }
         }
+        Command::Check(args) => check::run(service.store(), &args, &mut stdout)?,
         command => run_runtime(
             RuntimeService::new(service),
             command,
@@ -337,7 +339,8 @@ fn run_runtime(
         | Command::Untag { .. }
         | Command::Info { .. }
         | Command::Df { .. }
-        | Command::Completion { .. } => {}
+        | Command::Completion { .. }
+        | Command::Check(..) => {}
     }
     Ok(())
 }

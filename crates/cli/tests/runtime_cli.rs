@@ -673,6 +673,20 @@ fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
         assert!(env.ps().is_empty());
         assert_eq!(env.layers().len(), image_layers + orphans);
     }
+    // `check` names every orphan read-write layer; `check --repair` removes exactly them.
+    let out = env.run(&["check", "--stale-after", "0", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unreferenced = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "layer-unreferenced")
+        .count();
+    assert_eq!(unreferenced, orphans, "{report:#}");
+    assert_eq!(out.status.success(), orphans == 0, "{report:#}");
+    env.ok(&["check", "--repair", "--stale-after", "0"]);
+    env.ok(&["check", "--stale-after", "0"]);
+    assert_eq!(env.layers().len(), image_layers);
     // Not asserted (timing-dependent): how many kills landed before the command finished.
     eprintln!(
         "create takes {span:?}; {killed_before_done} of {} kills landed before it finished, \

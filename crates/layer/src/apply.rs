@@ -230,6 +230,7 @@ pub fn apply_tar(
     let mut split = TarSplitWriter::new(BufWriter::with_capacity(64 * 1024, tar_split));
     let mut state = Applier::new(root_fd, whiteouts, &opts.id_mappings);
     let mut stream = TarStream::new(&mut decoder);
+    let mut entries = 0u64;
     while let Some(header) = stream.next_header()? {
         split
             .segment(&stream.take_raw())
@@ -237,6 +238,11 @@ pub fn apply_tar(
         state.record_ids(&header);
         state.apply_entry(&header, &mut stream)?;
         stream.skip_data()?;
+        entries += 1;
+        if entries == 2 {
+            // Part of the layer is on disk, the rest of the tar not yet read.
+            podstore_blobstore::crash_point("apply-mid");
+        }
         let crc = (header.size > 0).then(|| stream.data_crc().to_be_bytes());
         split
             .file(&header.name, header.size, crc)

@@ -1,5 +1,5 @@
 //! File-system primitives of containers/storage: atomic writes (`.tmp-<base><digits>` in the
-//! same directory, fdatasync, chmod 0600, rename), stale temp-file cleanup, big-data file names
+//! same directory, fdatasync, chmod 0600, rename, directory fsync), filesystem sync, stale temp-file cleanup, big-data file names
 //! and random IDs.
 
 use std::fs::{self, File, OpenOptions};
@@ -110,7 +110,7 @@ impl AtomicFile {
         &self.temp
     }
 
-    /// fdatasync, chmod 0600 and rename over the target.
+    /// fdatasync, chmod 0600, rename over the target, and fsync the directory.
     pub(crate) fn commit(mut self) -> Result<(), Error> {
         if let Some(file) = self.file.take() {
             file.sync_data()
@@ -119,9 +119,16 @@ impl AtomicFile {
                 .map_err(|e| io_err("chmod", &self.temp, e))?;
             drop(file);
         }
+        podstore_blobstore::crash_point("rename-mid");
         fs::rename(&self.temp, &self.target)
             .map_err(|e| io_err("renaming into place", &self.target, e))?;
         self.temp = PathBuf::new();
+        // The rename itself must survive a power cut before the caller reports success
+        // (containers/storage does not fsync the directory; a lost rename would silently undo
+        // an operation that was reported done).
+        let dir = self.target.parent().unwrap_or(Path::new("."));
+        let handle = File::open(dir).map_err(|e| io_err("opening directory", dir, e))?;
+        rustix::fs::fsync(&handle).map_err(|e| io_err("fsync", dir, e.into()))?;
         Ok(())
     }
 }
@@ -155,6 +162,12 @@ pub(crate) fn write_atomic(target: &Path, data: &[u8]) -> Result<(), Error> {
     f.write_all(data)
         .map_err(|e| io_err("writing", f.temp_path(), e))?;
     f.commit()
+}
+
+/// Flushes the whole filesystem holding `path` (`syncfs`), e.g. a new layer's directories.
+pub(crate) fn sync_filesystem(path: &Path) -> Result<(), Error> {
+    let handle = File::open(path).map_err(|e| io_err("opening", path, e))?;
+    rustix::fs::syncfs(&handle).map_err(|e| io_err("syncfs", path, e.into()))
 }
 
 /// Reads a whole file; a missing file reads as empty.

@@ -60,6 +60,7 @@
 //! `layers.json` the mtime) has been re-checked under the lock. A records file that cannot be
 //! decoded is an error and is never overwritten.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod fsutil;
@@ -70,6 +71,7 @@ mod recordfile;
 pub mod records;
 pub mod store;
 
+pub use check::{CheckOptions, CheckReport, Finding, RepairReport};
 pub use config::StoreOptions;
 pub use error::{Error, RecordKind, Result};
 pub use gotime::GoTime;

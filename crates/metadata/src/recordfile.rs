@@ -87,8 +87,10 @@ impl<R: Record> RecordFile<R> {
 
     /// Saves under the write lock: new token first (HEAD order), then the atomic JSON write.
     pub(crate) fn save(&self, guard: &LockGuard, records: Vec<R>) -> Result<Arc<Vec<R>>> {
+        podstore_blobstore::crash_point("save-before");
         let token = guard.record_write()?;
         write_atomic(&self.path, &encode_records(&records))?;
+        podstore_blobstore::crash_point("save-after");
         let mtime = self.mtime()?;
         let records = Arc::new(records);
         *self

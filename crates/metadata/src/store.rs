@@ -18,7 +18,7 @@ use crate::config::StoreOptions;
 use crate::error::{Error, RecordKind, Result, io_err};
 use crate::fsutil::{
     AtomicFile, big_data_file_name, mkdir_all, random_id, read_or_empty, remove_dir_all_if_exists,
-    remove_file_if_exists, remove_stale_temp_files, write_atomic,
+    remove_file_if_exists, remove_stale_temp_files, sync_filesystem, write_atomic,
 };
 use crate::gotime::GoTime;
 use crate::lockfile::{LockFile, LockGuard};
@@ -981,6 +981,11 @@ impl Store {
                 let target = self.tar_split_path(&record.id);
                 fs::rename(&from, &target)
                     .map_err(|e| io_err("renaming tar-split to", &target, e))?;
+                // The renames into the driver home must be on disk before the record that
+                // names the layer complete is saved (the content was synced when staged).
+                if !options.no_sync {
+                    sync_filesystem(self.driver.home())?;
+                }
                 fill_record(record, &options, &staged.report);
                 Ok(())
             })?;
@@ -1261,7 +1266,7 @@ impl Store {
         let _ = self.save_layers(g, st);
     }
 
-    fn tar_split_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn tar_split_path(&self, id: &str) -> PathBuf {
         self.layers_dir.join(format!("{id}.tar-split.gz"))
     }
 
@@ -1282,6 +1287,11 @@ impl Store {
             },
         )?;
         let Some(blob) = blob else {
+            // A layer without a diff (a container's read-write layer): its directories must be
+            // on disk before the record that names it is saved.
+            if !options.no_sync {
+                sync_filesystem(self.driver.home())?;
+            }
             return Ok(());
         };
         let target = self.tar_split_path(&record.id);
@@ -1316,7 +1326,7 @@ impl Store {
     }
 
     /// Removes a layer's driver directory, tar-split file and big-data directory.
-    fn remove_layer_data(&self, id: &str) -> Result<()> {
+    pub(crate) fn remove_layer_data(&self, id: &str) -> Result<()> {
         if self.driver.exists(id) {
             self.driver.remove(id)?;
         }
@@ -2100,6 +2110,36 @@ fn fill_record(record: &mut Layer, options: &LayerOptions, report: &podstore_lay
     record.gid_set = report.gids.iter().copied().collect();
 }
 
+/// The record files and directories of a [`Store`], for the check and repair module.
+pub(crate) struct StoreParts<'a> {
+    pub(crate) layers: &'a RecordFile<Layer>,
+    pub(crate) mounts: &'a RecordFile<Mountpoint>,
+    pub(crate) images: &'a RecordFile<Image>,
+    pub(crate) containers: &'a RecordFile<Container>,
+    pub(crate) layers_dir: &'a Path,
+    pub(crate) images_dir: &'a Path,
+    pub(crate) containers_dir: &'a Path,
+    pub(crate) run_containers_dir: &'a Path,
+    pub(crate) tmp_dir: &'a Path,
+}
+
+impl Store {
+    /// The record files and directories (for `check` and `repair`).
+    pub(crate) fn parts(&self) -> StoreParts<'_> {
+        StoreParts {
+            layers: &self.layers,
+            mounts: &self.mounts,
+            images: &self.images,
+            containers: &self.containers,
+            layers_dir: &self.layers_dir,
+            images_dir: &self.images_dir,
+            containers_dir: &self.containers_dir,
+            run_containers_dir: &self.run_containers_dir,
+            tmp_dir: &self.tmp_dir,
+        }
+    }
+}
+
 fn duplicate_name<R: Named>(records: &[R]) -> Option<String> {
     let mut seen = BTreeSet::new();
     for r in records {
@@ -2141,7 +2181,7 @@ fn record_big_data(
 }
 
 /// Whether `path` is a mount point according to /proc/self/mountinfo.
-fn is_mount_point(path: &Path) -> bool {
+pub(crate) fn is_mount_point(path: &Path) -> bool {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -2151,7 +2191,7 @@ fn is_mount_point(path: &Path) -> bool {
         .any(|mp| unescape_mountinfo(mp) == want)
 }
 
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
