@@ -58,7 +58,6 @@ fn print_help() {
          demo [--keep] [--driver overlay|vfs]\n                       \
          registry, sample image, podstore pull/pod/container/mount, podman; cleans up\n  \
          e2e [--list]         end-to-end tests of every crate on both drivers, real registry\n  \
-
          crash [--quick]      SIGKILL pull/create/rm/untag at every crash point; check, repair, peers\n  \
          soak [--minutes M]   4 podstore processes and podman on one store; check and verify results\n"
     );

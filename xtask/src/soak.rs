@@ -45,5 +45,5 @@ pub fn soak(args: &[String]) -> Result<()> {
     if let Some(driver) = driver {
         env.push(("PODSTORE_SOAK_DRIVER".to_owned(), driver));
     }
-    crate::crash::run_ignored_test("soak", &env, &results)
+    crate::crash::run_ignored_test("soak", None, &env, &results)
 }
