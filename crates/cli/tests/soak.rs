@@ -278,7 +278,7 @@ fn four_podstores_and_podman_on_one_store_lose_nothing() {
             .iter()
             .map(|t| {
                 let r = format!("testkit/busybox:{t}");
-                (plain.image_reference(&r), plain.docker_reference(&r))
+                (plain.image_reference(&r), plain.image_reference(&r))
             })
             .collect(),
     );

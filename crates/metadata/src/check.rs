@@ -1027,8 +1027,26 @@ impl Store {
                 }
             }
         }
-        for (_, path, _) in list_dir(parts.tmp_dir)? {
-            if is_old(&path, options.stale_after, now) {
+        for (name, path, ft) in list_dir(parts.tmp_dir)? {
+            if name == crate::store::STAGING_DIR && ft.is_dir() {
+                // Layer staging: `<id>.lock` files are never removed (lockers of an old and a
+                // new inode would not exclude each other); a `<id>-<random>/` directory is a
+                // leftover when nobody holds its layer's creation lock.
+                for (name, path, ft) in list_dir(&path)? {
+                    let Some((id, _)) = name.rsplit_once('-') else {
+                        continue;
+                    };
+                    if !ft.is_dir() || name.ends_with(".lock") {
+                        continue;
+                    }
+                    let lock = crate::lockfile::LockFile::open(
+                        &path.with_file_name(format!("{id}.lock")),
+                    )?;
+                    if lock.try_write()?.is_some() {
+                        out.push(Finding::StaleStaging { path });
+                    }
+                }
+            } else if is_old(&path, options.stale_after, now) {
                 out.push(Finding::StaleStaging { path });
             }
         }
