@@ -25,13 +25,15 @@ use podstore_testkit::registry::{RegistryMode, RegistrySet};
 /// The tools the end-to-end tests validate against.
 const VALIDATORS: &[&str] = &["docker-registry", "podman", "skopeo", "containers-storage"];
 
-/// What an integration test file must mention to count as end-to-end.
+/// What an integration test file must mention (case-insensitively) to count as end-to-end:
+/// the real registry or a peer tool.
 const E2E_MARKERS: &[&str] = &[
-    "RegistrySet",
-    "Registry::start",
-    "Podman",
-    "Skopeo",
-    "ContainersStorage",
+    "registryset",
+    "registry::start",
+    "podman",
+    "skopeo",
+    "containers-storage",
+    "containersstorage",
     "tool_available",
 ];
 
@@ -46,16 +48,29 @@ pub fn test_environment() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `cargo xtask e2e [--list]`.
+/// `cargo xtask e2e [--list] [--package P]...`.
 pub fn run(args: &[String]) -> Result<()> {
     let mut list_only = false;
-    for arg in args {
+    let mut packages: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
         match arg.as_str() {
             "--list" => list_only = true,
-            other => bail!("unknown e2e argument {other:?} (expected --list)"),
+            "--package" | "-p" => {
+                packages.push(it.next().context("--package needs a package name")?.clone())
+            }
+            other => bail!("unknown e2e argument {other:?} (expected --list, --package P)"),
         }
     }
-    let targets = e2e_targets(&crate::workspace_root())?;
+    let mut targets = e2e_targets(&crate::workspace_root())?;
+    if !packages.is_empty() {
+        for package in &packages {
+            if !targets.iter().any(|(p, _)| p == package) {
+                bail!("{package:?} has no end-to-end tests (see `cargo xtask e2e --list`)");
+            }
+        }
+        targets.retain(|(p, _)| packages.contains(p));
+    }
     if list_only {
         for (package, tests) in &targets {
             println!("{package}: {}", tests.join(" "));
@@ -183,8 +198,10 @@ fn e2e_targets(root: &Path) -> Result<Vec<(String, Vec<String>)>> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "rs"))
             .filter(|p| {
-                std::fs::read_to_string(p)
-                    .is_ok_and(|text| E2E_MARKERS.iter().any(|m| text.contains(m)))
+                std::fs::read_to_string(p).is_ok_and(|text| {
+                    let text = text.to_lowercase();
+                    E2E_MARKERS.iter().any(|m| text.contains(m))
+                })
             })
             .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .collect();
@@ -222,6 +239,15 @@ mod tests {
             .find(|(p, _)| p == "podstore-cli")
             .expect("the cli has end-to-end tests");
         assert!(cli.1.contains(&"cli".to_owned()), "{targets:?}");
+        // found through `dir.podman(...)`, not a type name
+        let runtime = targets
+            .iter()
+            .find(|(p, _)| p == "podstore-runtime")
+            .unwrap();
+        assert!(
+            runtime.1.contains(&"podman_interop".to_owned()),
+            "{targets:?}"
+        );
         // every named target exists as a file
         for (package, tests) in &targets {
             let dir = package.strip_prefix("podstore-").unwrap();

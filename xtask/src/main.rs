@@ -6,7 +6,7 @@
 //! - `layering`: fails when a crate depends on a crate of the same or a higher tier;
 //! - `fuzz --time SECONDS`: runs every cargo-fuzz target of the workspace for that long;
 //! - `demo [--keep] [--driver D]`: podstore end to end against a real registry (see `demo.rs`);
-//! - `e2e [--list]`: the end-to-end tests of every crate on both drivers (see `e2e.rs`);
+//! - `e2e [--list] [--package P]...`: the end-to-end tests of every crate on both drivers (see `e2e.rs`);
 //! - `crash [--quick]`: crash injection (SIGKILL at named points and offsets), see `crash.rs`;
 //! - `soak [--minutes M]`: concurrent load on one store, see `soak.rs`.
 
@@ -57,7 +57,8 @@ fn print_help() {
          fuzz [--time SECS]   run every cargo-fuzz target for SECS seconds (default 30)\n  \
          demo [--keep] [--driver overlay|vfs]\n                       \
          registry, sample image, podstore pull/pod/container/mount, podman; cleans up\n  \
-         e2e [--list]         end-to-end tests of every crate on both drivers, real registry\n  \
+         e2e [--list] [--package P]...\n                       \
+         end-to-end tests of every crate (or P's) on both drivers, real registry\n  \
          crash [--quick]      SIGKILL pull/create/rm/untag at every crash point; check, repair, peers\n  \
          soak [--minutes M]   4 podstore processes and podman on one store; check and verify results\n"
     );
