@@ -2210,3 +2210,81 @@ pub(crate) fn unescape_mountinfo(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod id_mapping_tests {
+    use super::*;
+
+    fn range(c: u32, h: u32, s: u32) -> IdMap {
+        IdMap {
+            container_id: c,
+            host_id: h,
+            size: s,
+        }
+    }
+
+    #[test]
+    fn requested_maps_resolve_like_containers_storage() {
+        let image = IdMappings {
+            uid: vec![range(0, 100_000, 65536)],
+            gid: vec![range(0, 200_000, 65536)],
+        };
+        let own = vec![range(0, 300_000, 10)];
+        // (options, expected uid map, expected gid map)
+        let table = [
+            (
+                IdMappingOptions::default(),
+                image.uid.clone(),
+                image.gid.clone(),
+            ),
+            (
+                IdMappingOptions {
+                    uid_map: own.clone(),
+                    ..IdMappingOptions::default()
+                },
+                own.clone(),
+                image.gid.clone(),
+            ),
+            (
+                IdMappingOptions {
+                    host_uid_mapping: true,
+                    uid_map: own.clone(),
+                    gid_map: own.clone(),
+                    ..IdMappingOptions::default()
+                },
+                Vec::new(),
+                own.clone(),
+            ),
+            (
+                IdMappingOptions {
+                    host_uid_mapping: true,
+                    host_gid_mapping: true,
+                    ..IdMappingOptions::default()
+                },
+                Vec::new(),
+                Vec::new(),
+            ),
+        ];
+        for (options, uid, gid) in table {
+            let got = options.resolve(&image);
+            assert_eq!((got.uid, got.gid), (uid, gid), "{options:?}");
+        }
+        assert!(!IdMappingOptions::default().is_requested());
+    }
+
+    #[test]
+    fn bad_ranges_are_refused() {
+        for bad in [
+            range(0, 0, 0),
+            range(u32::MAX - 5, 0, 6),
+            range(0, u32::MAX - 1, 2),
+        ] {
+            assert!(
+                matches!(validate_id_map(&[bad]), Err(Error::InvalidIdMap { range, .. }) if range == bad),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_id_map(&[range(0, 100_000, 65536), range(65536, 0, 1)]).is_ok());
+        assert!(validate_id_map(&[range(0, u32::MAX - 1, 1)]).is_ok());
+    }
+}
