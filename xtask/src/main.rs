@@ -217,8 +217,9 @@ fn ci() -> Result<()> {
     }
     let (passed, failed, ignored) = run_tests(test)?;
 
-    // Short crash injection (under a minute).
+    // Short crash injection and soak (under a minute each).
     crash::crash(&["--quick".to_owned()])?;
+    soak::soak(&["--seconds".to_owned(), "30".to_owned()])?;
 
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"])

@@ -106,6 +106,7 @@ fn worker(
             1 => {
                 serial += 1;
                 let name = format!("w{index}-c{serial}");
+                let id = format!("{:08x}{:056x}", 0x50a4_0000 + index, serial);
                 let (_, image) = &images[rng.below(images.len() as u64) as usize];
                 let out = store.podstore(&[
                     "create",
@@ -117,6 +118,8 @@ fn worker(
                     image,
                     "--name",
                     &name,
+                    "--id",
+                    &id,
                     "--metadata-name",
                     &name,
                 ]);
