@@ -8,8 +8,15 @@
 //! - `demo [--keep] [--driver D]`: podstore end to end against a real registry (see `demo.rs`);
 //! - `e2e [--list] [--package P]...`: the end-to-end tests of every crate on both drivers (see `e2e.rs`);
 //! - `crash [--quick]`: crash injection (SIGKILL at named points and offsets), see `crash.rs`;
-//! - `soak [--minutes M]`: concurrent load on one store, see `soak.rs`.
+//! - `soak [--minutes M]`: concurrent load on one store, see `soak.rs`;
+//! - `bench [--runs N] [--quick] [--only M] [--out FILE]`: podstore against skopeo, podman,
+//!   the containers-storage CLI and the physical limits; writes docs/BENCHMARKS.md.
 
+mod bench;
+mod bench_exec;
+mod bench_measures;
+mod bench_report;
+mod bench_stats;
 mod crash;
 mod demo;
 mod e2e;
@@ -36,6 +43,7 @@ fn main() -> Result<()> {
         "e2e" => e2e::run(rest),
         "crash" => crash::crash(rest),
         "soak" => soak::soak(rest),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -60,7 +68,9 @@ fn print_help() {
          e2e [--list] [--package P]...\n                       \
          end-to-end tests of every crate (or P's) on both drivers, real registry\n  \
          crash [--quick]      SIGKILL pull/create/rm/untag at every crash point; check, repair, peers\n  \
-         soak [--minutes M]   4 podstore processes and podman on one store; check and verify results\n"
+         soak [--minutes M]   4 podstore processes and podman on one store; check and verify results\n  \
+         bench [--quick] [--runs N] [--only M,..] [--out FILE]\n                       \
+         measure podstore against skopeo/podman/limits; writes docs/BENCHMARKS.md\n"
     );
 }
 
