@@ -42,7 +42,7 @@ pub fn collect_facts(
         first_line(
             Cmd::new(["git", "-C"])
                 .args([crate::workspace_root()])
-                .args(["log", "-1", "--format=%h %s"]),
+                .args(["log", "-1", "--format=%h"]),
         ),
     );
     results.set_fact(
@@ -540,9 +540,9 @@ pub fn render(options: &Options, results: &Results) -> String {
         let _ = writeln!(
             out,
             "| {} | {value} | {goal} | {} | {} |",
-            t.what,
+            md(&t.what),
             t.verdict(),
-            t.detail
+            md(&t.detail)
         );
     }
     out.push('\n');
