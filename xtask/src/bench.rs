@@ -43,6 +43,8 @@ pub struct Options {
     pub filesystems: Vec<FsKind>,
     /// Regenerate the report from this results file instead of measuring.
     pub from_json: Option<PathBuf>,
+    /// Keep the previous run's results (`results.json`) for the measures not run now.
+    pub append: bool,
 }
 
 /// Where file-writing measures put their stores.
@@ -66,10 +68,13 @@ impl FsKind {
 
 const USAGE: &str = "usage: cargo xtask bench [--runs N] [--quick] [--only M[,M…]] [--out FILE]
                          [--big-percent P] [--containers N] [--images N] [--fs ext4|tmpfs|both]
-                         [--from-json FILE]
+                         [--from-json FILE] [--append]
 measures: pull lifecycle images limits micro profile (default: all)
 --quick: 1 run, big at 5 %, 3 containers, 50 images, micro-benchmarks very short, no profile,
-         report to /var/tmp/podstore-bench/BENCHMARKS-quick.md unless --out is given";
+         report to /var/tmp/podstore-bench/BENCHMARKS-quick.md unless --out is given
+--append: keep the previous results.json's measures that this run does not redo (run the
+          measures one by one, e.g. --only pull, then --only limits,lifecycle --append)
+--from-json FILE: only rewrite the report from a saved results.json";
 
 impl Options {
     /// Parses the arguments after `bench`.
@@ -83,6 +88,7 @@ impl Options {
         let mut images = None;
         let mut filesystems = vec![FsKind::Disk, FsKind::Tmpfs];
         let mut from_json = None;
+        let mut append = false;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| {
@@ -128,6 +134,7 @@ impl Options {
                     }
                 }
                 "--from-json" => from_json = Some(PathBuf::from(value("--from-json")?)),
+                "--append" => append = true,
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown bench argument {other:?}\n{USAGE}"),
             }
@@ -149,6 +156,7 @@ impl Options {
             images: images.unwrap_or(if quick { 50 } else { 1000 }),
             filesystems,
             from_json,
+            append,
         })
     }
 
@@ -242,6 +250,36 @@ impl Results {
         }
     }
 
+    /// Drops what the measures `options` selects will measure again (for `--append`).
+    pub fn forget(&mut self, options: &Options) {
+        let sections = |measure: &str| -> &'static [&'static str] {
+            match measure {
+                "pull" => &["pull-cold", "pull-warm", "pull-3of4"],
+                "lifecycle" => &["lifecycle"],
+                "images" => &["images"],
+                "limits" => &["limits"],
+                _ => &[],
+            }
+        };
+        self.series.retain(|s| {
+            !MEASURES
+                .iter()
+                .any(|m| options.wants(m) && sections(m).contains(&s.key.section.as_str()))
+        });
+        if options.wants("micro") {
+            self.micro.clear();
+        }
+        if options.wants("profile") {
+            self.profiles.clear();
+        }
+        self.notes.retain(|n| {
+            !n.starts_with("The run stopped early")
+                && !MEASURES
+                    .iter()
+                    .any(|m| options.wants(m) && n.starts_with(&format!("{m}: ")))
+        });
+    }
+
     /// The series for `key`.
     pub fn get(&self, key: &Key) -> Option<&Series> {
         self.series.iter().find(|s| &s.key == key)
@@ -319,10 +357,17 @@ impl Bench {
         }
         crate::bench_measures::push_big_first3(&fixtures, &registry)?;
         let runner = Runner::new(&FsKind::Disk.root())?;
-        let mut results = Results::default();
+        let results_path = FsKind::Disk.root().join("results.json");
+        let mut results = if options.append && results_path.is_file() {
+            let mut previous = Results::load(&results_path)?;
+            previous.forget(&options);
+            previous
+        } else {
+            Results::default()
+        };
         crate::bench_report::collect_facts(&options, &podstore, &fixtures, &mut results);
         Ok(Bench {
-            results_path: FsKind::Disk.root().join("results.json"),
+            results_path,
             options,
             podstore,
             fixtures,
