@@ -43,6 +43,8 @@ pub struct Options {
     pub filesystems: Vec<FsKind>,
     /// Regenerate the report from this results file instead of measuring.
     pub from_json: Option<PathBuf>,
+    /// Runs of the slowest case, the vfs pull of `big` on the disk (default: `runs`).
+    pub heavy_runs: Option<usize>,
     /// Keep the previous run's results (`results.json`) for the measures not run now.
     pub append: bool,
 }
@@ -68,12 +70,13 @@ impl FsKind {
 
 const USAGE: &str = "usage: cargo xtask bench [--runs N] [--quick] [--only M[,M…]] [--out FILE]
                          [--big-percent P] [--containers N] [--images N] [--fs ext4|tmpfs|both]
-                         [--from-json FILE] [--append]
+                         [--from-json FILE] [--append] [--heavy-runs N]
 measures: pull lifecycle images limits micro profile (default: all)
 --quick: 1 run, big at 5 %, 3 containers, 50 images, micro-benchmarks very short, no profile,
          report to /var/tmp/podstore-bench/BENCHMARKS-quick.md unless --out is given
 --append: keep the previous results.json's measures that this run does not redo (run the
           measures one by one, e.g. --only pull, then --only limits,lifecycle --append)
+--heavy-runs N: runs of the vfs pull of big on the disk (~30 s per pull; default --runs)
 --from-json FILE: only rewrite the report from a saved results.json";
 
 impl Options {
@@ -89,6 +92,7 @@ impl Options {
         let mut filesystems = vec![FsKind::Disk, FsKind::Tmpfs];
         let mut from_json = None;
         let mut append = false;
+        let mut heavy_runs = None;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| {
@@ -135,6 +139,9 @@ impl Options {
                 }
                 "--from-json" => from_json = Some(PathBuf::from(value("--from-json")?)),
                 "--append" => append = true,
+                "--heavy-runs" => {
+                    heavy_runs = Some(number("--heavy-runs", value("--heavy-runs")?)?)
+                }
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown bench argument {other:?}\n{USAGE}"),
             }
@@ -152,11 +159,12 @@ impl Options {
             only,
             out,
             big_percent: big_percent.unwrap_or(if quick { 5 } else { 100 }),
-            containers: containers.unwrap_or(if quick { 3 } else { 20 }),
+            containers: containers.unwrap_or(if quick { 3 } else { 10 }),
             images: images.unwrap_or(if quick { 50 } else { 1000 }),
             filesystems,
             from_json,
             append,
+            heavy_runs,
         })
     }
 
@@ -471,7 +479,7 @@ mod tests {
         let o = Options::parse(&[]).unwrap();
         assert_eq!(
             (o.runs, o.big_percent, o.containers, o.images),
-            (3, 100, 20, 1000)
+            (3, 100, 10, 1000)
         );
         assert!(o.out.ends_with("docs/BENCHMARKS.md"));
         assert!(o.wants("pull") && o.wants("micro"));

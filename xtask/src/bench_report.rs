@@ -152,6 +152,9 @@ fn command_line(options: &Options) -> String {
     if !options.only.is_empty() {
         words.push(format!("--only {}", options.only.join(",")));
     }
+    if let Some(n) = options.heavy_runs {
+        words.push(format!("--heavy-runs {n}"));
+    }
     if options.append {
         words.push("--append".to_owned());
     }
