@@ -82,6 +82,17 @@ impl Cmd {
         out
     }
 
+    /// Runs it (not measured) and returns its stderr, whatever its exit status.
+    pub fn run_with_stderr(&self) -> Result<String> {
+        let (program, args) = self.argv.split_first().context("empty command")?;
+        let out = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("starting {}", self.display()))?;
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
     /// Runs it (not measured), failing with its stderr when it fails; returns its stdout.
     pub fn run(&self) -> Result<Vec<u8>> {
         let (program, args) = self.argv.split_first().context("empty command")?;

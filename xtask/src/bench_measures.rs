@@ -42,7 +42,11 @@ pub fn run_all(b: &mut Bench) -> Result<()> {
         b.checkpoint()?;
     }
     if b.options.wants("micro") {
-        micro(b)?;
+        if let Err(error) = micro(b) {
+            b.results
+                .notes
+                .push(format!("micro: the criterion run failed: {error:#}"));
+        }
         b.checkpoint()?;
     }
     if b.options.wants("profile") && !b.options.quick {
@@ -830,7 +834,12 @@ fn micro(b: &mut Bench) -> Result<()> {
         "podstore-reference",
         "-p",
         "podstore-metadata",
-        "--benches",
+        "--bench",
+        "apply",
+        "--bench",
+        "digest",
+        "--bench",
+        "records",
         "--",
     ]);
     if b.options.quick {
@@ -845,7 +854,8 @@ fn micro(b: &mut Bench) -> Result<()> {
     } else {
         cmd.args(["--warm-up-time", "1", "--measurement-time", "3"]);
     }
-    cmd.env_remove("PODSTORE_BENCH_INNER");
+    cmd.env_remove("PODSTORE_BENCH_INNER")
+        .env("CRITERION_HOME", &criterion_dir);
     crate::run("bench: criterion micro-benchmarks", cmd)?;
     let mut found = Vec::new();
     collect_criterion(&criterion_dir, &mut found)?;
