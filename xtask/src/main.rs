@@ -2,9 +2,11 @@
 //!
 //! Commands:
 //! - `deps`: installs the Debian packages and cargo tools the tests use, when missing;
-//! - `ci`: `deps`, then every gate CI runs, in order (fmt, clippy, test, doc, deny, layering);
+//! - `ci`: `deps`, then every gate CI runs, in order (fmt, clippy, test, doc, deny, layering,
+//!   a short run of every fuzz target);
 //! - `layering`: fails when a crate depends on a crate of the same or a higher tier;
-//! - `fuzz --time SECONDS`: runs every cargo-fuzz target of the workspace for that long;
+//! - `fuzz [--time SECONDS] [--target NAME]...`: runs every cargo-fuzz target of the workspace
+//!   (or the named ones) for that long and prints the executions per target;
 //! - `demo [--keep] [--driver D]`: podstore end to end against a real registry (see `demo.rs`);
 //! - `e2e [--list] [--package P]...`: the end-to-end tests of every crate on both drivers (see `e2e.rs`);
 //! - `crash [--quick]`: crash injection (SIGKILL at named points and offsets), see `crash.rs`;
@@ -60,9 +62,10 @@ fn print_help() {
         "usage: cargo xtask <command>\n\n\
          commands:\n  \
          deps                 install the Debian packages and cargo tools the tests use\n  \
-         ci                   deps, then fmt, clippy, test, doc, deny and layering, in that order\n  \
+         ci                   deps, then fmt, clippy, test, doc, deny, layering and a short fuzz\n  \
          layering             check that crates depend only on lower tiers\n  \
-         fuzz [--time SECS]   run every cargo-fuzz target for SECS seconds (default 30)\n  \
+         fuzz [--time SECS] [--target NAME]...\n                       \
+         run every (or each named) cargo-fuzz target for SECS seconds (default 30)\n  \
          demo [--keep] [--driver overlay|vfs]\n                       \
          registry, sample image, podstore pull/pod/container/mount, podman; cleans up\n  \
          e2e [--list] [--package P]...\n                       \
@@ -163,6 +166,7 @@ fn deps() -> Result<()> {
         c.args(["install", "--locked", "cargo-deny"]);
         run("install cargo-deny", c)?;
     }
+    ensure_cargo_fuzz()?;
     Ok(())
 }
 
@@ -241,10 +245,21 @@ fn ci() -> Result<()> {
     run("deny", deny)?;
 
     layering_cmd()?;
+
+    // every fuzz target briefly, from its committed seed corpus (the long runs are
+    // `cargo xtask fuzz --time SECONDS`, figures in docs/RELIABILITY.md)
+    let fuzzed = fuzz_all(CI_FUZZ_SECONDS, &[])?;
+    eprintln!(
+        "==> fuzz: {} target(s) ran {CI_FUZZ_SECONDS}s each without a finding",
+        fuzzed.len()
+    );
     eprintln!("==> ci: all gates passed");
     println!("ci: {passed} passed, {failed} failed, {ignored} skipped");
     Ok(())
 }
+
+/// Seconds each fuzz target runs in `cargo xtask ci`.
+const CI_FUZZ_SECONDS: u64 = 10;
 
 fn layering_cmd() -> Result<()> {
     eprintln!("==> layering: cargo metadata");
@@ -273,6 +288,7 @@ fn layering_cmd() -> Result<()> {
 
 fn fuzz(args: &[String]) -> Result<()> {
     let mut seconds: u64 = 30;
+    let mut only: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -282,10 +298,35 @@ fn fuzz(args: &[String]) -> Result<()> {
                     .parse()
                     .with_context(|| format!("--time takes whole seconds, not {v:?}"))?;
             }
+            "--target" => only.push(it.next().context("--target needs a fuzz target name")?.clone()),
             other => bail!("unknown fuzz argument {other:?}"),
         }
     }
-    let have_cargo_fuzz = Command::new("cargo")
+    let results = fuzz_all(seconds, &only)?;
+    eprintln!("==> fuzz: {} target(s), {seconds}s each, no finding", results.len());
+    println!("{:<20} {:>12} {:>8} {:>10}", "target", "executions", "seconds", "exec/s");
+    for r in &results {
+        println!(
+            "{:<20} {:>12} {:>8} {:>10}",
+            r.target,
+            r.runs,
+            r.seconds,
+            r.runs / r.seconds.max(1)
+        );
+    }
+    Ok(())
+}
+
+/// One fuzz target's run, from libFuzzer's final `Done N runs in S second(s)` line.
+struct FuzzRun {
+    target: String,
+    runs: u64,
+    seconds: u64,
+}
+
+/// Installs cargo-fuzz when it is missing (the install is idempotent and uses the lock file).
+fn ensure_cargo_fuzz() -> Result<()> {
+    let have_cargo_fuzz = cargo()
         .args(["fuzz", "--version"])
         .output()
         .map(|o| o.status.success())
@@ -295,7 +336,22 @@ fn fuzz(args: &[String]) -> Result<()> {
         install.args(["install", "--locked", "cargo-fuzz"]);
         run("install cargo-fuzz", install)?;
     }
+    Ok(())
+}
+
+/// Runs every cargo-fuzz target under `crates/*/fuzz` (or only those named in `only`) for
+/// `seconds` each, from the committed seed corpus. Fuzzing needs nightly flags: stable rustc
+/// accepts them with `RUSTC_BOOTSTRAP=1`. Targets are built without a sanitizer (podstore's own
+/// code has no `unsafe` outside one quarantined module, and the build is half the time) but
+/// with debug assertions, so integer overflows panic. All fuzz crates share one target
+/// directory (`$CARGO_TARGET_DIR` or `target/`), so their common dependencies build once.
+fn fuzz_all(seconds: u64, only: &[String]) -> Result<Vec<FuzzRun>> {
+    use std::io::{BufRead, BufReader};
+    ensure_cargo_fuzz()?;
     let root = workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let mut fuzz_dirs = Vec::new();
     for entry in std::fs::read_dir(root.join("crates")).context("listing crates/")? {
         let dir = entry?.path().join("fuzz");
@@ -307,35 +363,75 @@ fn fuzz(args: &[String]) -> Result<()> {
     if fuzz_dirs.is_empty() {
         bail!("no fuzz/ directories found under crates/");
     }
-    let mut ran = 0;
+    let mut results = Vec::new();
     for dir in fuzz_dirs {
-        let list = Command::new("cargo")
+        let list = cargo()
             .args(["fuzz", "list"])
             .current_dir(&dir)
             .env("RUSTC_BOOTSTRAP", "1")
             .output()
             .with_context(|| format!("cargo fuzz list in {}", dir.display()))?;
+        if !list.status.success() {
+            bail!(
+                "cargo fuzz list in {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&list.stderr)
+            );
+        }
         let names = String::from_utf8_lossy(&list.stdout).to_string();
         for target in names.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !only.is_empty() && !only.iter().any(|o| o == target) {
+                continue;
+            }
             // libFuzzer writes new inputs into the first corpus directory: keep the committed
-            // seed corpus read-only and collect the run's inputs under the (ignored) target dir.
+            // seed corpus read-only and collect the run's inputs under the target dir.
             let seeds = dir.join("corpus").join(target);
-            let work = dir.join("target").join("corpus-work").join(target);
+            let work = target_dir.join("fuzz-corpus").join(target);
             std::fs::create_dir_all(&seeds)?;
             std::fs::create_dir_all(&work)?;
-            let mut cmd = Command::new("cargo");
+            let mut cmd = cargo();
             cmd.current_dir(&dir)
                 .env("RUSTC_BOOTSTRAP", "1")
-                .args(["fuzz", "run", target])
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .args(["fuzz", "run", "--sanitizer", "none", "--debug-assertions", target])
                 .arg(&work)
                 .arg(&seeds)
                 .arg("--")
                 .arg(format!("-max_total_time={seconds}"))
-                .arg("-rss_limit_mb=2048");
-            run(&format!("fuzz {target}"), cmd)?;
-            ran += 1;
+                .arg("-rss_limit_mb=2048")
+                .arg("-print_final_stats=1")
+                .stderr(std::process::Stdio::piped());
+            eprintln!("==> fuzz {target}: {cmd:?}");
+            let mut child = cmd
+                .spawn()
+                .with_context(|| format!("starting cargo fuzz run {target}"))?;
+            let stderr = child.stderr.take().context("cargo fuzz stderr")?;
+            let mut done: Option<(u64, u64)> = None;
+            for line in BufReader::new(stderr).lines() {
+                let line = line?;
+                eprintln!("{line}");
+                // "Done 123456 runs in 30 second(s)"
+                if let Some(rest) = line.strip_prefix("Done ") {
+                    let words: Vec<&str> = rest.split_whitespace().collect();
+                    if let (Some(runs), Some(secs)) = (words.first(), words.get(3)) {
+                        done = runs.parse().ok().zip(secs.parse().ok());
+                    }
+                }
+            }
+            let status = child.wait()?;
+            if !status.success() {
+                bail!(
+                    "fuzz target {target} failed ({status}): the crashing input is under {}",
+                    dir.join("artifacts").join(target).display()
+                );
+            }
+            let (runs, seconds) = done.unwrap_or((0, seconds));
+            results.push(FuzzRun {
+                target: target.to_owned(),
+                runs,
+                seconds,
+            });
         }
     }
-    eprintln!("==> fuzz: {ran} target(s) ran for {seconds}s each without a finding");
-    Ok(())
+    Ok(results)
 }

@@ -219,7 +219,7 @@ pub fn build_result(record: &Image, requested: Option<&Digest>, facts: &ImageFac
 
 /// The parts of a manifest the image service needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ManifestInfo {
+pub struct ManifestInfo {
     /// Schema version 1 (no config blob).
     pub schema1: bool,
     /// The config descriptor's digest (not for schema1).
@@ -229,7 +229,7 @@ pub(crate) struct ManifestInfo {
 }
 
 /// Parses an image manifest (OCI, Docker schema2, or schema1 for local status only).
-pub(crate) fn parse_manifest(
+pub fn parse_manifest(
     bytes: &[u8],
     what: &str,
 ) -> std::result::Result<ManifestInfo, String> {

@@ -48,5 +48,5 @@ pub use idshift::{ShiftError, shift_tree};
 pub use mount::MountMethod;
 pub use overlay::{Overlay, OverlayOptions};
 pub use tar_split::{TarSplitError, reassemble};
-pub use tarstream::TarError;
+pub use tarstream::{MAX_TRAILING_BYTES, TarError};
 pub use vfs::Vfs;

@@ -15,6 +15,11 @@ const BLOCK: usize = 512;
 /// Largest PAX/GNU long-name payload accepted (Go's `maxSpecialFileSize`).
 const MAX_SPECIAL_FILE: u64 = 1 << 20;
 const BUFFER_SIZE: usize = 1 << 20;
+/// Bytes accepted after the end-of-archive marker. Writers pad to their record size (GNU tar
+/// 10 KiB by default, at most a few MiB with large blocking factors); anything larger is a
+/// decompression bomb hiding behind a valid archive (it would only be hashed and stored in the
+/// tar-split, but without a bound it costs unbounded time and tar-split space).
+pub const MAX_TRAILING_BYTES: u64 = 16 << 20;
 
 /// Key/value records (pax records, xattrs).
 pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
@@ -47,6 +52,16 @@ pub enum TarError {
         /// The underlying error (decompression errors arrive here).
         #[source]
         source: io::Error,
+    },
+    /// More than [`MAX_TRAILING_BYTES`] follow the end-of-archive marker.
+    #[error(
+        "more than {limit} bytes follow the end of the tar archive (at byte {offset}): refusing a possible decompression bomb"
+    )]
+    TrailingData {
+        /// Uncompressed offset of the end of the archive.
+        offset: u64,
+        /// The limit that was exceeded.
+        limit: u64,
     },
 }
 
@@ -381,15 +396,23 @@ impl<R: Read> TarStream<R> {
     }
 
     /// After the end of the archive: reads whatever follows, in chunks of at most 1 MiB, into
-    /// `sink` (as tar-split does), then returns the stream's digest and length.
+    /// `sink` (as tar-split does), then returns the stream's digest and length. More than
+    /// [`MAX_TRAILING_BYTES`] after the end of the archive is [`TarError::TrailingData`].
     pub fn finish(
         mut self,
         mut sink: impl FnMut(&[u8]) -> Result<(), io::Error>,
     ) -> Result<Result<(Digest, u64, R), io::Error>, TarError> {
         let mut chunk: Vec<u8> = Vec::new();
+        let end_of_archive = self.offset;
         loop {
             if !self.fill()? {
                 break;
+            }
+            if self.offset - end_of_archive > MAX_TRAILING_BYTES {
+                return Err(TarError::TrailingData {
+                    offset: end_of_archive,
+                    limit: MAX_TRAILING_BYTES,
+                });
             }
             let n = (self.len - self.pos).min(BUFFER_SIZE - chunk.len());
             chunk.extend_from_slice(&self.buf[self.pos..self.pos + n]);

@@ -172,6 +172,10 @@ struct TokenResponse {
 /// The shortest token lifetime assumed, in seconds.
 pub const MIN_TOKEN_LIFETIME: u64 = 60;
 
+/// The longest token lifetime believed, in seconds (a year): a larger `expires_in` (up to
+/// `i64::MAX` seconds from a hostile token server) would overflow the expiry instant.
+pub const MAX_TOKEN_LIFETIME: u64 = 365 * 86_400;
+
 /// Parses a token server's JSON answer. `Err` carries a description quoting the body's start.
 pub fn parse_token_response(body: &[u8], received: Instant) -> Result<BearerToken, String> {
     let resp: TokenResponse = serde_json::from_slice(body).map_err(|e| {
@@ -186,7 +190,7 @@ pub fn parse_token_response(body: &[u8], received: Instant) -> Result<BearerToke
         return Err("token response holds neither token nor access_token".to_owned());
     };
     let lifetime = match resp.expires_in {
-        Some(s) if s >= MIN_TOKEN_LIFETIME as i64 => s as u64,
+        Some(s) if s >= MIN_TOKEN_LIFETIME as i64 => (s as u64).min(MAX_TOKEN_LIFETIME),
         _ => MIN_TOKEN_LIFETIME,
     };
     // issued_at shifts the expiry back by the age of the token, when it is in the past.
@@ -336,6 +340,10 @@ mod tests {
         let err = parse_token_response(b"<html>not json</html>", now).unwrap_err();
         assert!(err.contains("<html>not json"), "{err}");
         assert!(parse_token_response(br#"{"expires_in":60}"#, now).is_err());
+        // a hostile lifetime is capped instead of overflowing the expiry instant (it panicked)
+        let t = parse_token_response(br#"{"token":"a","expires_in":9223372036854775807}"#, now)
+            .unwrap();
+        assert_eq!(t.expires_at, now + Duration::from_secs(MAX_TOKEN_LIFETIME));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::mpsc;
 
-use crate::client::{Held, RegistryClient, Subject, error_chain, validate_repository};
+use crate::client::{
+    BodyWatch, Held, RegistryClient, Subject, Watched, error_chain, validate_repository,
+};
 use crate::error::{RegistryError, Result};
 use crate::sink::{BlobIngest, BlobSink, SinkBegin, SinkError};
 
@@ -412,23 +414,22 @@ impl RegistryClient {
                 }
             }
             let mut response = held.response;
+            let mut watch = BodyWatch::new(&self.options);
             let body_error = loop {
-                let chunk = match tokio::time::timeout(self.options.stall_timeout, response.chunk())
-                    .await
-                {
-                    Err(_) => {
+                let chunk = match watch.next(response.chunk()).await {
+                    Watched::Failed(e) => break Some(e),
+                    Watched::Chunk(None) => break None,
+                    Watched::Chunk(Some(c)) => c,
+                    stalled => {
                         writer.flush().await?;
-                        return Err(RegistryError::Stalled {
-                            registry: self.registry().to_owned(),
-                            repository: repository.to_owned(),
-                            what: digest.to_string(),
-                            seconds: self.options.stall_timeout.as_secs(),
-                            bytes: offset,
-                        });
+                        return Err(stalled.into_error(
+                            self.registry(),
+                            repository,
+                            &digest.to_string(),
+                            offset,
+                            self.options.stall_timeout,
+                        ));
                     }
-                    Ok(Err(e)) => break Some(e),
-                    Ok(Ok(None)) => break None,
-                    Ok(Ok(Some(c))) => c,
                 };
                 offset += chunk.len() as u64;
                 if let Some(expected) = blob.size {

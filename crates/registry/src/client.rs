@@ -52,6 +52,9 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// No bytes (or no response) for this long → [`RegistryError::Stalled`].
     pub stall_timeout: Duration,
+    /// Slowest accepted body transfer, in bytes per second averaged over each stall-timeout
+    /// window: a slower trickle (a slowloris) → [`RegistryError::TooSlow`]. 0 disables it.
+    pub min_transfer_rate: u64,
     /// Wait before re-requesting an interrupted blob with `Range`.
     pub resume_delay: Duration,
     /// TCP connect timeout.
@@ -67,6 +70,7 @@ impl Default for ClientOptions {
             max_concurrent_requests: 6,
             retry: RetryPolicy::default(),
             stall_timeout: Duration::from_secs(60),
+            min_transfer_rate: 1024,
             resume_delay: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             write_buffer_size: 1024 * 1024,
@@ -457,7 +461,7 @@ impl RegistryClient {
                 message: error_chain(&e),
             })?;
         let status = resp.status();
-        let body = read_limited(resp, 1024 * 1024, self.options.stall_timeout)
+        let body = read_limited(resp, 1024 * 1024, &self.options)
             .await
             .map_err(|e| RegistryError::Transport {
                 url: realm.to_owned(),
@@ -710,7 +714,7 @@ impl RegistryClient {
     ) -> RegistryError {
         let status = held.response.status();
         let url = held.response.url().to_string();
-        let body = read_limited(held.response, 1024 * 1024, self.options.stall_timeout)
+        let body = read_limited(held.response, 1024 * 1024, &self.options)
             .await
             .unwrap_or_default();
         let message = registry_error_text(status, &body);
@@ -908,20 +912,26 @@ impl RegistryClient {
         }
         let mut response = held.response;
         let mut out = Vec::new();
+        let mut watch = BodyWatch::new(&self.options);
         loop {
-            let chunk = tokio::time::timeout(self.options.stall_timeout, response.chunk())
-                .await
-                .map_err(|_| RegistryError::Stalled {
-                    registry: self.registry.clone(),
-                    repository: repository.to_owned(),
-                    what: reference.to_owned(),
-                    seconds: self.options.stall_timeout.as_secs(),
-                    bytes: out.len() as u64,
-                })?
-                .map_err(|e| RegistryError::Transport {
-                    url: response.url().to_string(),
-                    message: error_chain(&e),
-                })?;
+            let chunk = match watch.next(response.chunk()).await {
+                Watched::Chunk(chunk) => chunk,
+                Watched::Failed(e) => {
+                    return Err(RegistryError::Transport {
+                        url: response.url().to_string(),
+                        message: error_chain(&e),
+                    });
+                }
+                other => {
+                    return Err(other.into_error(
+                        &self.registry,
+                        repository,
+                        reference,
+                        out.len() as u64,
+                        self.options.stall_timeout,
+                    ));
+                }
+            };
             let Some(chunk) = chunk else {
                 return Ok(out);
             };
@@ -1045,19 +1055,122 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Reads at most `limit` bytes of a body (more is cut off), with the stall timeout per chunk.
+/// What [`BodyWatch::next`] saw.
+pub(crate) enum Watched<C> {
+    /// The next chunk (`None` at the end of the body).
+    Chunk(Option<C>),
+    /// No bytes for the stall timeout.
+    Stalled,
+    /// Bytes trickle slower than the minimum rate over a whole stall window.
+    TooSlow {
+        /// The rate seen in that window, bytes per second.
+        rate: u64,
+    },
+    /// The connection failed.
+    Failed(reqwest::Error),
+}
+
+impl<C> Watched<C> {
+    /// The typed error for [`Watched::Stalled`] / [`Watched::TooSlow`] / [`Watched::Failed`]
+    /// (a chunk is not an error; it maps to a stall only if a caller asks).
+    pub(crate) fn into_error(
+        self,
+        registry: &str,
+        repository: &str,
+        what: &str,
+        bytes: u64,
+        stall: Duration,
+    ) -> RegistryError {
+        match self {
+            Watched::TooSlow { rate } => RegistryError::TooSlow {
+                registry: registry.to_owned(),
+                repository: repository.to_owned(),
+                what: what.to_owned(),
+                rate,
+                bytes,
+            },
+            Watched::Failed(e) => RegistryError::Transport {
+                url: e.url().map(ToString::to_string).unwrap_or_default(),
+                message: error_chain(&e),
+            },
+            Watched::Stalled | Watched::Chunk(_) => RegistryError::Stalled {
+                registry: registry.to_owned(),
+                repository: repository.to_owned(),
+                what: what.to_owned(),
+                seconds: stall.as_secs(),
+                bytes,
+            },
+        }
+    }
+}
+
+/// Watches a response body: no chunk for the stall timeout is a stall, and fewer bytes than
+/// `min_transfer_rate` per second over a whole stall-timeout window is a slowloris (like curl's
+/// low-speed limit), so a body that trickles cannot hold a pull forever.
+pub(crate) struct BodyWatch {
+    window: Duration,
+    min_rate: u64,
+    start: tokio::time::Instant,
+    bytes: u64,
+}
+
+impl BodyWatch {
+    pub(crate) fn new(options: &ClientOptions) -> BodyWatch {
+        BodyWatch {
+            window: options.stall_timeout,
+            min_rate: options.min_transfer_rate,
+            start: tokio::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// The next chunk of `response`, or why there is none.
+    pub(crate) async fn next<C: AsRef<[u8]>>(
+        &mut self,
+        chunk: impl Future<Output = reqwest::Result<Option<C>>>,
+    ) -> Watched<C> {
+        let chunk = match tokio::time::timeout(self.window, chunk).await {
+            Err(_) => return Watched::Stalled,
+            Ok(Err(e)) => return Watched::Failed(e),
+            Ok(Ok(chunk)) => chunk,
+        };
+        let Some(chunk) = chunk else {
+            return Watched::Chunk(None);
+        };
+        self.bytes += chunk.as_ref().len() as u64;
+        let elapsed = self.start.elapsed();
+        if elapsed >= self.window {
+            let rate = (self.bytes as f64 / elapsed.as_secs_f64()) as u64;
+            if rate < self.min_rate {
+                return Watched::TooSlow { rate };
+            }
+            self.start = tokio::time::Instant::now();
+            self.bytes = 0;
+        }
+        Watched::Chunk(Some(chunk))
+    }
+}
+
+/// Reads at most `limit` bytes of a body (more is cut off), watched for stalls and trickles.
 pub(crate) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
-    stall: Duration,
+    options: &ClientOptions,
 ) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
+    let mut watch = BodyWatch::new(options);
     while out.len() < limit {
-        match tokio::time::timeout(stall, response.chunk()).await {
-            Err(_) => return Err(format!("no data for {stall:?}")),
-            Ok(Err(e)) => return Err(error_chain(&e)),
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => {
+        match watch.next(response.chunk()).await {
+            Watched::Stalled => return Err(format!("no data for {:?}", options.stall_timeout)),
+            Watched::TooSlow { rate } => {
+                return Err(format!(
+                    "body trickled at {rate} bytes/s (minimum {} bytes/s)",
+                    options.min_transfer_rate
+                ));
+            }
+            Watched::Failed(e) => return Err(error_chain(&e)),
+            Watched::Chunk(None) => break,
+            Watched::Chunk(Some(c)) => {
                 let take = c.len().min(limit - out.len());
                 out.extend_from_slice(&c[..take]);
             }
@@ -1109,7 +1222,10 @@ pub(crate) fn registry_error_text(status: StatusCode, body: &[u8]) -> String {
 
 /// c/image's "ambiguity" check: an image manifest may not carry `manifests`; an index may not
 /// carry `config` or `layers`; neither may carry schema1's `fsLayers` / `history`.
-fn check_manifest_shape(bytes: &[u8], kind: ManifestKind, reference: &str) -> Result<()> {
+/// Refuses a manifest whose JSON shape contradicts its media type (an index carrying `layers`,
+/// an image manifest carrying `manifests`, schema1 fields), as containers/image does.
+/// `reference` names the manifest in the error.
+pub fn check_manifest_shape(bytes: &[u8], kind: ManifestKind, reference: &str) -> Result<()> {
     let invalid = |reason: String| RegistryError::InvalidManifest {
         reference: reference.to_owned(),
         reason,

@@ -159,6 +159,23 @@ pub enum RegistryError {
         /// Bytes received before the stall.
         bytes: u64,
     },
+    /// A body arrived slower than [`crate::ClientOptions::min_transfer_rate`] over a whole
+    /// stall-timeout window (a slowloris).
+    #[error(
+        "download of {what} from {registry}/{repository} is too slow: {rate} bytes/s after {bytes} bytes"
+    )]
+    TooSlow {
+        /// Registry host.
+        registry: String,
+        /// Repository path.
+        repository: String,
+        /// What was being fetched (digest or reference).
+        what: String,
+        /// The rate seen, bytes per second.
+        rate: u64,
+        /// Bytes received so far.
+        bytes: u64,
+    },
     /// Retries of a request (connection errors, 5xx, 429) were exhausted.
     #[error("giving up on {url} after {attempts} attempts: {last}")]
     TooManyRetries {

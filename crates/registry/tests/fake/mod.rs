@@ -83,6 +83,8 @@ pub enum Fault {
     StallAfter(u64),
     /// Accept the request and never answer.
     NoResponse,
+    /// Send the body one byte at a time, this many milliseconds apart (a slowloris).
+    TrickleMillis(u64),
 }
 
 pub struct Reply {
@@ -292,7 +294,15 @@ async fn send_reply(stream: &mut TcpStream, reply: Reply) -> std::io::Result<()>
         Fault::ResetAfter(n) | Fault::CloseAfter(n) | Fault::StallAfter(n) => (start + n).min(end),
         _ => end,
     };
-    write_body(stream, &reply.body, start, limit).await?;
+    if let Fault::TrickleMillis(ms) = reply.fault {
+        for at in start..limit {
+            write_body(stream, &reply.body, at, at + 1).await?;
+            stream.flush().await?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    } else {
+        write_body(stream, &reply.body, start, limit).await?;
+    }
     match reply.fault {
         Fault::ResetAfter(_) => {
             stream.flush().await?;
