@@ -298,7 +298,7 @@ async fn unauthorized_loops_end() {
 
 #[tokio::test]
 async fn config_and_layers_not_matching_their_digests() {
-    let mut reg = Registry::new(Auth::None);
+    let reg = Registry::new(Auth::None);
     let config = br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
     let layer = pattern(11, 50_000).as_ref()[..50_000].to_vec();
     // the manifest names these digests, the registry serves other bytes under them
