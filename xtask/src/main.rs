@@ -298,13 +298,23 @@ fn fuzz(args: &[String]) -> Result<()> {
                     .parse()
                     .with_context(|| format!("--time takes whole seconds, not {v:?}"))?;
             }
-            "--target" => only.push(it.next().context("--target needs a fuzz target name")?.clone()),
+            "--target" => only.push(
+                it.next()
+                    .context("--target needs a fuzz target name")?
+                    .clone(),
+            ),
             other => bail!("unknown fuzz argument {other:?}"),
         }
     }
     let results = fuzz_all(seconds, &only)?;
-    eprintln!("==> fuzz: {} target(s), {seconds}s each, no finding", results.len());
-    println!("{:<20} {:>12} {:>8} {:>10}", "target", "executions", "seconds", "exec/s");
+    eprintln!(
+        "==> fuzz: {} target(s), {seconds}s each, no finding",
+        results.len()
+    );
+    println!(
+        "{:<20} {:>12} {:>8} {:>10}",
+        "target", "executions", "seconds", "exec/s"
+    );
     for r in &results {
         println!(
             "{:<20} {:>12} {:>8} {:>10}",
@@ -393,7 +403,14 @@ fn fuzz_all(seconds: u64, only: &[String]) -> Result<Vec<FuzzRun>> {
             cmd.current_dir(&dir)
                 .env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_TARGET_DIR", &target_dir)
-                .args(["fuzz", "run", "--sanitizer", "none", "--debug-assertions", target])
+                .args([
+                    "fuzz",
+                    "run",
+                    "--sanitizer",
+                    "none",
+                    "--debug-assertions",
+                    target,
+                ])
                 .arg(&work)
                 .arg(&seeds)
                 .arg("--")

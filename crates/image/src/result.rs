@@ -229,10 +229,7 @@ pub struct ManifestInfo {
 }
 
 /// Parses an image manifest (OCI, Docker schema2, or schema1 for local status only).
-pub fn parse_manifest(
-    bytes: &[u8],
-    what: &str,
-) -> std::result::Result<ManifestInfo, String> {
+pub fn parse_manifest(bytes: &[u8], what: &str) -> std::result::Result<ManifestInfo, String> {
     let json: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("{what} is not JSON: {e}"))?;
     if json

@@ -21,8 +21,8 @@ use std::path::Path;
 
 use common::{Entry, Format, TarWriter, header_block, shm_tempdir, snapshot};
 use podstore_layer::{
-    ApplyError, ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError,
-    MAX_TRAILING_BYTES, Overlay, OverlayOptions, TarError, Vfs,
+    ApplyError, ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError, MAX_TRAILING_BYTES,
+    Overlay, OverlayOptions, TarError, Vfs,
 };
 
 fn no_sync() -> ApplyOptions {
@@ -58,7 +58,14 @@ fn pax_file_with_records(name: &str, records: &[(&str, &str)], data: &[u8]) -> V
     }
     let mut w = TarWriter::new(Format::Pax);
     let x = Entry::file("", b"");
-    w.raw(&header_block(Format::Pax, b"PaxHeaders/x", &x, b'x', body.len() as u64, b""));
+    w.raw(&header_block(
+        Format::Pax,
+        b"PaxHeaders/x",
+        &x,
+        b'x',
+        body.len() as u64,
+        b"",
+    ));
     w.raw(&body);
     w.raw(&vec![0u8; (512 - body.len() % 512) % 512]);
     w.add(Entry::file(name, data));
@@ -143,7 +150,10 @@ fn cases(host: &Path) -> Vec<Case> {
         },
         Case {
             name: "symlink to itself, then a file through it",
-            tar: pax(vec![Entry::symlink("self", "self"), Entry::file("self/x", b"x")]),
+            tar: pax(vec![
+                Entry::symlink("self", "self"),
+                Entry::file("self/x", b"x"),
+            ]),
             outcome: Outcome::Fails(|e| entry_error(e, "self/x")),
         },
         Case {
@@ -193,16 +203,16 @@ fn cases(host: &Path) -> Vec<Case> {
         Case {
             name: "path past PATH_MAX",
             tar: pax(vec![Entry::file(&past_path_max, b"x")]),
-            outcome: Outcome::Fails(|e| {
-                matches!(e, ApplyError::Entry { entry, .. } if entry.len() > 4096)
-            }),
+            outcome: Outcome::Fails(
+                |e| matches!(e, ApplyError::Entry { entry, .. } if entry.len() > 4096),
+            ),
         },
         Case {
             name: "GNU sparse entry",
             tar: gnu_sparse,
-            outcome: Outcome::Fails(|e| {
-                matches!(e, ApplyError::UnsupportedEntry { entry, .. } if entry == "sparse")
-            }),
+            outcome: Outcome::Fails(
+                |e| matches!(e, ApplyError::UnsupportedEntry { entry, .. } if entry == "sparse"),
+            ),
         },
         Case {
             name: "pax GNU.sparse entry",
@@ -211,9 +221,9 @@ fn cases(host: &Path) -> Vec<Case> {
                 &[("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0")],
                 b"data",
             ),
-            outcome: Outcome::Fails(|e| {
-                matches!(e, ApplyError::UnsupportedEntry { entry, reason } if entry == "psparse" && reason.contains("sparse"))
-            }),
+            outcome: Outcome::Fails(
+                |e| matches!(e, ApplyError::UnsupportedEntry { entry, reason } if entry == "psparse" && reason.contains("sparse")),
+            ),
         },
         Case {
             name: "more data than the header declares",
@@ -357,7 +367,9 @@ fn decompression_bombs_are_bounded() {
             "{err}"
         );
         let dir = &driver.lookup_dirs(&id).unwrap()[0];
-        let written = std::fs::metadata(dir.join("big")).map(|m| m.len()).unwrap_or(0);
+        let written = std::fs::metadata(dir.join("big"))
+            .map(|m| m.len())
+            .unwrap_or(0);
         assert!(written <= 4096, "wrote {written} bytes");
         driver.remove(&id).unwrap();
     }

@@ -121,15 +121,19 @@ fn cases(host: &Path) -> Vec<Case> {
             )]),
             |e| matches!(e, ApplyError::Entry { entry, .. } if entry.len() > 4096),
         ),
-        ("sparse entry", sparse, |e| {
-            matches!(e, ApplyError::UnsupportedEntry { entry, .. } if entry == "sparse")
-        }),
+        (
+            "sparse entry",
+            sparse,
+            |e| matches!(e, ApplyError::UnsupportedEntry { entry, .. } if entry == "sparse"),
+        ),
         ("truncated data", truncated, |e| {
             matches!(e, ApplyError::Tar(TarError::Truncated { .. }))
         }),
-        ("gzip bomb behind a valid archive", gzip_with_zeros(&good, 64 << 20), |e| {
-            matches!(e, ApplyError::Tar(TarError::TrailingData { .. }))
-        }),
+        (
+            "gzip bomb behind a valid archive",
+            gzip_with_zeros(&good, 64 << 20),
+            |e| matches!(e, ApplyError::Tar(TarError::TrailingData { .. })),
+        ),
     ]
 }
 

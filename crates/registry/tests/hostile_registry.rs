@@ -141,7 +141,10 @@ async fn endless_and_lying_blob_bodies_stop_at_the_declared_size() {
                 repository,
                 ..
             } => {
-                assert_eq!((*expected, d, repository.as_str()), (declared, &digest, repo));
+                assert_eq!(
+                    (*expected, d, repository.as_str()),
+                    (declared, &digest, repo)
+                );
             }
             other => panic!("{repo}: {other:?}"),
         }
@@ -231,7 +234,11 @@ async fn endless_manifests_and_configs_are_capped() {
     let config = Digest::sha256_of(b"config");
     let err = within(
         "config",
-        c.fetch_blob_bytes("huge/c", &config, podstore_registry::media::MAX_CONFIG_BYTES),
+        c.fetch_blob_bytes(
+            "huge/c",
+            &config,
+            podstore_registry::media::MAX_CONFIG_BYTES,
+        ),
     )
     .await
     .unwrap_err();
@@ -280,10 +287,7 @@ async fn unauthorized_loops_end() {
         }
     })
     .await;
-    let c = client(
-        &server.host(),
-        Some(Credentials::basic("user", "password")),
-    );
+    let c = client(&server.host(), Some(Credentials::basic("user", "password")));
     let err = within("manifest", c.get_manifest("a/b", &tag()))
         .await
         .unwrap_err();
@@ -320,12 +324,9 @@ async fn config_and_layers_not_matching_their_digests() {
     })
     .await;
     let c = client(&server.host(), None);
-    let err = within(
-        "config",
-        c.fetch_blob_bytes("x/y", &config_digest, 1 << 20),
-    )
-    .await
-    .unwrap_err();
+    let err = within("config", c.fetch_blob_bytes("x/y", &config_digest, 1 << 20))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, RegistryError::DigestMismatch { expected, what: "blob", .. } if *expected == config_digest),
         "{err:?}"
