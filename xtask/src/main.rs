@@ -225,7 +225,7 @@ fn ci() -> Result<()> {
 
     // The end-to-end tests run here, once, on both drivers (what `cargo xtask e2e` runs alone).
     let mut test = cargo();
-    test.args(["test", "--workspace"]);
+    test.args(["test", "--workspace", "--no-fail-fast"]);
     for (key, value) in e2e::test_environment() {
         test.env(key, value);
     }

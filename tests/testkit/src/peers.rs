@@ -29,8 +29,7 @@ use std::process::{Command, Output, Stdio};
 /// When the tool is missing and `PODSTORE_REQUIRE_TOOLS=1` (set by `cargo xtask ci` and
 /// `cargo xtask e2e`): there a skipped validator is a failure, not a silent pass.
 pub fn tool_available(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    let found = tool_installed(tool);
     if !found {
         assert!(
             std::env::var("PODSTORE_REQUIRE_TOOLS").as_deref() != Ok("1"),
@@ -39,6 +38,13 @@ pub fn tool_available(tool: &str) -> bool {
         eprintln!("SKIP: {tool} is not installed");
     }
     found
+}
+
+/// Whether a file named `tool` is in a `PATH` directory: the plain look-up behind
+/// [`tool_available`], without its skip message or its `PODSTORE_REQUIRE_TOOLS` check.
+pub fn tool_installed(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
 /// The storage drivers the end-to-end tests run on: `PODSTORE_E2E_DRIVERS`, a comma-separated
