@@ -130,11 +130,16 @@ impl Options {
                 }
                 "--images" => images = Some(number("--images", value("--images")?)?),
                 "--fs" => {
-                    filesystems = match value("--fs")?.as_str() {
-                        "ext4" | "disk" => vec![FsKind::Disk],
-                        "tmpfs" => vec![FsKind::Tmpfs],
-                        "both" => vec![FsKind::Disk, FsKind::Tmpfs],
-                        other => bail!("--fs takes ext4, tmpfs or both, not {other:?}"),
+                    filesystems = Vec::new();
+                    for fs in value("--fs")?.split(',') {
+                        match fs {
+                            "ext4" | "disk" => filesystems.push(FsKind::Disk),
+                            "tmpfs" => filesystems.push(FsKind::Tmpfs),
+                            "both" => filesystems.extend([FsKind::Disk, FsKind::Tmpfs]),
+                            other => bail!(
+                                "--fs takes ext4, tmpfs, both or a list such as tmpfs,ext4, not {other:?}"
+                            ),
+                        }
                     }
                 }
                 "--from-json" => from_json = Some(PathBuf::from(value("--from-json")?)),

@@ -169,15 +169,13 @@ fn command_line(options: &Options) -> String {
     if options.append {
         words.push("--append".to_owned());
     }
-    if options.filesystems.len() == 1 {
-        words.push(format!(
-            "--fs {}",
-            if options.filesystems[0] == FsKind::Tmpfs {
-                "tmpfs"
-            } else {
-                "ext4"
-            }
-        ));
+    if options.filesystems != [FsKind::Disk, FsKind::Tmpfs] {
+        let names: Vec<&str> = options
+            .filesystems
+            .iter()
+            .map(|f| if *f == FsKind::Tmpfs { "tmpfs" } else { "ext4" })
+            .collect();
+        words.push(format!("--fs {}", names.join(",")));
     }
     words.join(" ")
 }
