@@ -470,6 +470,29 @@ impl Record for Mountpoint {
     }
 }
 
+/// Go writes an integral float64 below 1e21 without a fraction (`4e14` → `400000000000000`),
+/// and so does our encoder, which re-reads as an integer; decoding such floats as integers up
+/// front keeps unknown keys identical through a save.
+fn integral_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.is_finite()
+                && f.fract() == 0.0
+            {
+                if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
+                    *n = serde_json::Number::from(f as i64);
+                } else if (0.0..1.844_674_407_370_955_2e19).contains(&f) {
+                    *n = serde_json::Number::from(f as u64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
 /// Decodes a whole records file. Empty (or all-whitespace) content is an empty list, as in
 /// containers/storage; anything else that is not a JSON array of objects is an error naming
 /// what is wrong.
@@ -477,7 +500,8 @@ pub fn decode_records<R: Record>(data: &[u8]) -> Result<Vec<R>, String> {
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
-    let value: Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    let mut value: Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    integral_floats_as_integers(&mut value);
     let items = match value {
         Value::Null => return Ok(Vec::new()),
         Value::Array(items) => items,
@@ -518,6 +542,7 @@ mod tests {
         let cases: &[&[u8]] = &[
             br#"[{"i4$444444":4440000000000000000000000000000000000000}]"#,
             br#"[{"x":0.1,"y":1.7976931348623157e308,"z":-2.2250738585072014e-308}]"#,
+            br#"[{"z1z":400000000000000.00112,"n":-0.0,"m":1e20,"k":[2.0,{"j":-3.0}]}]"#,
         ];
         for input in cases {
             let loaded = decode_records::<Container>(input).unwrap();
