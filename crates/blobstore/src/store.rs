@@ -346,7 +346,13 @@ impl BlobStore {
     fn acquire_ingest(&self, dir: &Path) -> Result<File, BlobError> {
         let lock_path = dir.join(INGEST_LOCK);
         loop {
-            fs::create_dir_all(dir).map_err(|e| BlobError::io("create directory", dir, e))?;
+            match fs::create_dir_all(dir) {
+                Ok(()) => {}
+                // mkdir saw the directory, then a finishing holder removed it before
+                // create_dir_all's is_dir check: try again.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(BlobError::io("create directory", dir, e)),
+            }
             let file = match open_lock_file(&lock_path) {
                 Ok(file) => file,
                 // The directory was removed by a finishing holder between the two calls.
