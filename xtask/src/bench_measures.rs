@@ -972,6 +972,15 @@ fn profile(b: &mut Bench) -> Result<()> {
 }
 
 fn callgrind(b: &mut Bench, title: &str, cmd: &Cmd, out: &Path) -> Result<()> {
+    if let Err(error) = callgrind_inner(b, title, cmd, out) {
+        b.results.notes.push(format!(
+            "profile: {title} under callgrind failed: {error:#}"
+        ));
+    }
+    Ok(())
+}
+
+fn callgrind_inner(b: &mut Bench, title: &str, cmd: &Cmd, out: &Path) -> Result<()> {
     eprintln!("==> bench profile: {title}");
     let _ = std::fs::remove_file(out);
     let mut wrapped = Cmd::new([
