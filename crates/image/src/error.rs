@@ -158,6 +158,22 @@ pub enum ImageError {
         /// The pulled image's top layer.
         pulled: String,
     },
+    /// A layer of a pull could not be created: its blob did not unpack (a bad or hostile tar,
+    /// a truncated or corrupt compressed stream, a decompression bomb, an entry escaping the
+    /// layer), its DiffID is not the config's, or the store refused it. The staged layer was
+    /// removed; nothing of it is visible.
+    #[error("pulling {input:?}: layer {layer} (blob {blob}): {source}")]
+    Layer {
+        /// The image being pulled.
+        input: String,
+        /// The store layer ID.
+        layer: String,
+        /// The layer blob's digest.
+        blob: String,
+        /// The store's error.
+        #[source]
+        source: Box<podstore_metadata::Error>,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] podstore_metadata::Error),

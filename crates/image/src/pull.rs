@@ -679,6 +679,9 @@ impl ImageService {
             done_senders.push(tx);
             done_receivers.push(rx);
         }
+        // Set when a layer failed: the other jobs stop and are awaited, so that none of their
+        // staging work outlives the pull.
+        let (cancel, cancelled) = watch::channel(false);
         let mut handles: Vec<Option<JoinHandle<Result<bool>>>> = Vec::with_capacity(ids.len());
         for (index, done) in done_senders.into_iter().enumerate() {
             if present[index] {
@@ -705,6 +708,7 @@ impl ImageService {
                 parent_done: index.checked_sub(1).map(|p| done_receivers[p].clone()),
                 parent_before_staging: !in_parallel,
                 permits: Arc::clone(&permits),
+                cancelled: cancelled.clone(),
             };
             handles.push(Some(tokio::spawn(async move {
                 let result = job.run().await;
@@ -729,8 +733,11 @@ impl ImageService {
             }
         }
         if let Some(e) = failure {
-            for h in handles.iter().flatten() {
-                h.abort();
+            // Not `abort`: an aborted job would leave its blocking apply (and its staging
+            // directory) running after the pull returned.
+            let _ = cancel.send(true);
+            for h in handles.iter_mut().filter_map(Option::take) {
+                let _ = h.await;
             }
             return Err(e);
         }
@@ -759,6 +766,13 @@ async fn wait_done(mut rx: watch::Receiver<Option<bool>>) -> bool {
         if rx.changed().await.is_err() {
             return rx.borrow().unwrap_or(false);
         }
+    }
+}
+
+/// Waits until `rx` turns `true` (never, if its sender goes away first).
+async fn until_cancelled(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -792,13 +806,37 @@ struct LayerJob {
     /// Wait for the parent before staging (vfs), not only before committing.
     parent_before_staging: bool,
     permits: Arc<Semaphore>,
+    /// Becomes `true` when another layer of the pull failed.
+    cancelled: watch::Receiver<bool>,
 }
 
 impl LayerJob {
+    fn cancelled_err(&self) -> ImageError {
+        ImageError::Task {
+            what: "layer pull",
+            input: self.input.clone(),
+            reason: format!("layer {} cancelled: another layer failed", self.id),
+        }
+    }
+
     fn parent_failed(&self) -> ImageError {
         ImageError::BadSource {
             source_name: self.input.clone(),
             reason: format!("the parent of layer {} could not be created", self.id),
+        }
+    }
+
+    /// A store failure while creating this layer, as [`ImageError::Layer`] naming the image,
+    /// the layer and its blob; other errors unchanged.
+    fn layer_err(&self, e: ImageError) -> ImageError {
+        match e {
+            ImageError::Store(source) => ImageError::Layer {
+                input: self.input.clone(),
+                layer: self.id.clone(),
+                blob: self.blob.digest.to_string(),
+                source: Box::new(source),
+            },
+            other => other,
         }
     }
 
@@ -810,14 +848,19 @@ impl LayerJob {
         {
             return Err(self.parent_failed());
         }
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| ImageError::Task {
-                what: "layer permit",
-                input: self.input.clone(),
-                reason: e.to_string(),
-            })?;
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.permits).acquire_owned() => {
+                permit.map_err(|e| ImageError::Task {
+                    what: "layer permit",
+                    input: self.input.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            () = until_cancelled(self.cancelled.clone()) => return Err(self.cancelled_err()),
+        };
+        if *self.cancelled.borrow() {
+            return Err(self.cancelled_err());
+        }
         let lock = {
             let (store, id) = (Arc::clone(&self.store), self.id.clone());
             Arc::new(
@@ -845,7 +888,7 @@ impl LayerJob {
             );
             return Ok(true);
         }
-        let (staged, from_file) = self.stage(&lock).await?;
+        let (staged, from_file) = self.stage(&lock).await.map_err(|e| self.layer_err(e))?;
         drop(permit);
         if staged.compressed_digest() != &self.blob.digest {
             return Err(ImageError::BadSource {
@@ -873,7 +916,8 @@ impl LayerJob {
                     Err(e) => Err(e.into()),
                 }
             })
-            .await?
+            .await
+            .map_err(|e| self.layer_err(e))?
         };
         drop(lock);
         if let Some(stats) = committed {
@@ -933,7 +977,15 @@ impl LayerJob {
         let staging = tokio::task::spawn_blocking(move || {
             store.stage_layer(&lock, layer_options, &mut reader)
         });
-        let (downloaded, staged) = tokio::join!(self.download(sink), staging);
+        // On cancellation the download (and with it the sink) is dropped, so the applier reads
+        // an error and removes its staging directory; the staging task is awaited either way.
+        let downloading = async {
+            tokio::select! {
+                downloaded = self.download(sink) => downloaded,
+                () = until_cancelled(self.cancelled.clone()) => Err(self.cancelled_err()),
+            }
+        };
+        let (downloaded, staged) = tokio::join!(downloading, staging);
         let staged = staged
             .map_err(|e| task_err("layer apply", &self.input, e))
             .and_then(|r| r.map_err(ImageError::from));
