@@ -1,12 +1,11 @@
-//! Pull faults a real registry won't produce, against the registry crate's in-process fake
-//! registry on 127.0.0.1: a layer download that stalls mid-way (the pull-stall timeout gives a
+//! Pull faults a real registry won't produce, against the testkit's in-process fake
+//! registry (`podstore_testkit::fake_registry`) on 127.0.0.1: a layer download that stalls mid-way (the pull-stall timeout gives a
 //! typed error naming the image and the layer), and a blob whose bytes do not match its digest
 //! (detected at the end of the single streaming pass). Either way nothing is left behind: no
 //! layer, no image, no staging directory, no kept blob. Both drivers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../registry/tests/fake/mod.rs"]
-mod fake;
+use podstore_testkit::fake_registry as fake;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,7 +39,7 @@ fn fake_image(len: usize) -> FakeImage {
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
     );
-    let config_digest = registry.blob(config.as_bytes());
+    let config_digest = Digest::parse(&registry.blob(config.as_bytes())).unwrap();
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
         config.len(),

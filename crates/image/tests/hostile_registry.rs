@@ -17,8 +17,7 @@
 //! then the good image pulls from a good registry into the same store and `check` is clean.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../registry/tests/fake/mod.rs"]
-mod fake;
+use podstore_testkit::fake_registry as fake;
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -132,7 +131,7 @@ impl Published {
             base.diff_id, config_top_diff_id
         )
         .into_bytes();
-        let config_digest = model.blob(&config);
+        let config_digest = Digest::parse(&model.blob(&config)).unwrap();
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{}","size":{}}},{{"mediaType":"{}","digest":"{}","size":{}}}]}}"#,
             config.len(),

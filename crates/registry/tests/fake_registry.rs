@@ -3,7 +3,7 @@
 //! a correct recovery or a clear error, and nothing that failed verification is committed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+use podstore_testkit::fake_registry as fake;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,9 +75,9 @@ async fn bearer_token_flow_with_credentials_and_cache() {
         token: "tok-123".into(),
     });
     let data = blob_data(10_000);
-    let blob = reg.blob(&data);
+    let blob = Digest::parse(&reg.blob(&data)).unwrap();
     let m = image_manifest(&blob, &blob);
-    let mdigest = reg.manifest("team/app", "v1", OCI_MANIFEST, &m);
+    let mdigest = Digest::parse(&reg.manifest("team/app", "v1", OCI_MANIFEST, &m)).unwrap();
     let server = serve(move |r| reg.handle(r)).await;
     let c = client_with(
         &server.host(),
@@ -321,7 +321,7 @@ async fn truncated_body_is_a_size_mismatch() {
 async fn server_errors_and_429_then_success() {
     let mut reg = Registry::new(Auth::None);
     let data = blob_data(4096);
-    let digest = reg.blob(&data);
+    let digest = Digest::parse(&reg.blob(&data)).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let n = calls.clone();
     let server = serve(move |r| {
@@ -385,7 +385,7 @@ async fn server_errors_and_429_then_success() {
 async fn connection_reset_mid_blob_resumes_with_range() {
     let mut reg = Registry::new(Auth::None);
     let data = blob_data(300_000);
-    let digest = reg.blob(&data);
+    let digest = Digest::parse(&reg.blob(&data)).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let n = calls.clone();
     let server = serve(move |r| {
@@ -810,8 +810,8 @@ async fn index_platform_selection() {
     let mut reg = Registry::new(Auth::None);
     let amd = image_manifest(&Digest::sha256_of(b"amd"), &Digest::sha256_of(b"l"));
     let arm = image_manifest(&Digest::sha256_of(b"arm"), &Digest::sha256_of(b"l"));
-    let amd_d = reg.manifest("m/a", "amd-only", OCI_MANIFEST, &amd);
-    let arm_d = reg.manifest("m/a", "arm-only", OCI_MANIFEST, &arm);
+    let amd_d = Digest::parse(&reg.manifest("m/a", "amd-only", OCI_MANIFEST, &amd)).unwrap();
+    let arm_d = Digest::parse(&reg.manifest("m/a", "arm-only", OCI_MANIFEST, &arm)).unwrap();
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
         {{"mediaType":"{OCI_MANIFEST}","digest":"{amd_d}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}},
@@ -819,7 +819,8 @@ async fn index_platform_selection() {
         amd.len(),
         arm.len()
     );
-    let index_d = reg.manifest("m/a", "latest", OCI_INDEX, index.as_bytes());
+    let index_d =
+        Digest::parse(&reg.manifest("m/a", "latest", OCI_INDEX, index.as_bytes())).unwrap();
     let server = serve(move |r| reg.handle(r)).await;
     let c = client(&server.host());
     let cases = [
@@ -918,7 +919,10 @@ async fn mirrors_in_order_then_primary() {
 async fn concurrent_requests_are_bounded_per_registry() {
     let mut reg = Registry::new(Auth::None);
     let blobs: Vec<Vec<u8>> = (0..6).map(|i| blob_data(20_000 + i)).collect();
-    let digests: Vec<Digest> = blobs.iter().map(|b| reg.blob(b)).collect();
+    let digests: Vec<Digest> = blobs
+        .iter()
+        .map(|b| Digest::parse(&reg.blob(b)).unwrap())
+        .collect();
     let server = serve(move |r| {
         let mut reply = reg.handle(r);
         if r.path().contains("/blobs/") {
@@ -964,7 +968,7 @@ async fn concurrent_requests_are_bounded_per_registry() {
 async fn already_present_blob_is_not_downloaded() {
     let mut reg = Registry::new(Auth::None);
     let data = blob_data(1000);
-    let digest = reg.blob(&data);
+    let digest = Digest::parse(&reg.blob(&data)).unwrap();
     let server = serve(move |r| reg.handle(r)).await;
     let c = client(&server.host());
     let sink = MemorySink::new();
@@ -1030,7 +1034,7 @@ async fn blob_store_sink_resumes_and_refuses_bad_data() {
     let store = podstore_blobstore::BlobStore::open(dir.path()).unwrap();
     let mut reg = Registry::new(Auth::None);
     let data = blob_data(250_000);
-    let digest = reg.blob(&data);
+    let digest = Digest::parse(&reg.blob(&data)).unwrap();
     let claimed = Digest::sha256_of(b"claimed");
     reg.blobs.insert(
         claimed.to_string(),

@@ -6,7 +6,7 @@
 //! directory is left clean.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+use podstore_testkit::fake_registry as fake;
 
 use std::sync::Arc;
 use std::time::Duration;

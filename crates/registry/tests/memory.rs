@@ -3,7 +3,7 @@
 //! shares the process's high-water mark.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+use podstore_testkit::fake_registry as fake;
 
 use std::io;
 use std::time::Duration;
@@ -86,7 +86,7 @@ async fn pulling_a_256_mib_blob_keeps_peak_rss_bounded() {
     let len: u64 = mib * 1024 * 1024;
     // A 1 MiB + 7 pattern: no two MiB of the body are alike at the same offset.
     let pattern = fake::pattern(0x5eed, (1 << 20) + 7);
-    let digest = fake::generated_digest(&pattern, len);
+    let digest = Digest::parse(&fake::generated_digest(&pattern, len)).unwrap();
     let mut reg = Registry::new(Auth::None);
     reg.blobs
         .insert(digest.to_string(), Body::Generated { len, pattern });

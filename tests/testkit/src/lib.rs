@@ -12,6 +12,8 @@
 //!   basic auth ([`registry::USERNAME`]/[`registry::PASSWORD`], an `auth.json`), or TLS
 //!   with a test CA (`--cert-dir`); fixtures pushed with their exact digests;
 //!   [`registry::RegistrySet::shared`] runs all three over one storage for a whole test binary.
+//! - [`fake_registry`]: an in-process fake registry (tokio) for faults a real one won't
+//!   produce: lying sizes, endless or trickling bodies, resets, stalls, redirect and 401 loops.
 //! - [`tarball`]: the deterministic tar writer, for tests that craft their own layers.
 //! - [`http`]: a minimal blocking HTTP/1.1 client (plain HTTP) for probing a registry.
 //! - [`peers`]: `podman`, `skopeo` and the `containers-storage` CLI on a given store with this
@@ -46,6 +48,7 @@
 //! ```
 
 pub mod content;
+pub mod fake_registry;
 pub mod fixtures;
 pub mod http;
 pub mod peers;

@@ -1,8 +1,31 @@
 //! An in-process fake registry on 127.0.0.1 for faults a real registry won't produce: a tiny
 //! HTTP/1.1 server (one request per connection) whose replies are chosen by a handler closure,
-//! with injected faults (reset, truncation, stall), plus a registry model (manifests, blobs,
-//! Range, Basic / bearer auth, token endpoint) that handlers fall back to.
-#![allow(dead_code)]
+//! with injected faults (reset, truncation, stall, trickle), plus a registry model (manifests,
+//! blobs, Range, Basic / bearer auth, token endpoint) that handlers fall back to. Shared by the
+//! registry client's tests and the image service's full-pull tests. Digests are
+//! `sha256:<hex>` strings (the testkit depends on no podstore crate).
+//!
+//! ```no_run
+//! use podstore_testkit::fake_registry::{Auth, Fault, Registry, blob_reply, serve};
+//!
+//! # async fn example() {
+//! let mut model = Registry::new(Auth::None);
+//! let digest = model.blob(b"layer bytes");
+//! let blob_path = format!("/v2/team/app/blobs/{digest}");
+//! // the blob breaks off after 4 bytes; everything else is served by the model
+//! let server = serve(move |req| {
+//!     if req.path() == blob_path {
+//!         return blob_reply(req, podstore_testkit::fake_registry::Body::Bytes(
+//!             std::sync::Arc::new(b"layer bytes".to_vec()),
+//!         ))
+//!         .fault(Fault::ResetAfter(4));
+//!     }
+//!     model.handle(req)
+//! })
+//! .await;
+//! println!("docker://{}/team/app:latest", server.host());
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,30 +34,34 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use podstore_reference::Digest;
+use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The method (`GET`, `HEAD`, …).
     pub method: String,
     /// Path with query.
     pub target: String,
     /// Header names lowercased, in order.
     pub headers: Vec<(String, String)>,
+    /// The request body (as long as its `Content-Length`).
     pub body: Vec<u8>,
     /// The server port it arrived on.
     pub port: u16,
 }
 
 impl Request {
+    /// The first header named `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+    /// Every header named `name` (lowercase), in order.
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
@@ -42,9 +69,11 @@ impl Request {
             .map(|(_, v)| v.as_str())
             .collect()
     }
+    /// The target's path (without the query).
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
     }
+    /// The target's query (after `?`; empty if none).
     pub fn query(&self) -> &str {
         self.target.split_once('?').map(|(_, q)| q).unwrap_or("")
     }
@@ -53,27 +82,37 @@ impl Request {
 /// A response body.
 #[derive(Clone)]
 pub enum Body {
+    /// These bytes.
     Bytes(Arc<Vec<u8>>),
     /// `len` bytes repeating `pattern` (byte `i` is `pattern[i % pattern.len()]`), produced while
     /// sending so that no copy of the whole body exists.
     Generated {
+        /// Body length.
         len: u64,
+        /// The repeated bytes (not empty).
         pattern: Arc<Vec<u8>>,
     },
 }
 
 impl Body {
+    /// The body's length in bytes.
     pub fn len(&self) -> u64 {
         match self {
             Body::Bytes(b) => b.len() as u64,
             Body::Generated { len, .. } => *len,
         }
     }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What goes wrong while sending a body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
+    /// The body is sent whole.
     None,
     /// Send this many body bytes, then reset the connection.
     ResetAfter(u64),
@@ -87,12 +126,17 @@ pub enum Fault {
     TrickleMillis(u64),
 }
 
+/// A reply a handler chooses.
 pub struct Reply {
+    /// HTTP status.
     pub status: u16,
+    /// Headers besides `Connection: close` and `Content-Length`.
     pub headers: Vec<(String, String)>,
+    /// The body.
     pub body: Body,
     /// Byte range of `body` to send.
     pub range: Option<(u64, u64)>,
+    /// What goes wrong while sending it.
     pub fault: Fault,
     /// Send no Content-Length (close-delimited body).
     pub no_content_length: bool,
@@ -101,6 +145,7 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// An empty reply with this status.
     pub fn new(status: u16) -> Reply {
         Reply {
             status,
@@ -112,31 +157,40 @@ impl Reply {
             delay: Duration::ZERO,
         }
     }
+    /// Adds a header.
     pub fn header(mut self, k: &str, v: &str) -> Reply {
         self.headers.push((k.to_owned(), v.to_owned()));
         self
     }
+    /// Sets the body.
     pub fn bytes(mut self, b: impl Into<Vec<u8>>) -> Reply {
         self.body = Body::Bytes(Arc::new(b.into()));
         self
     }
+    /// A JSON body with its `Content-Type`.
     pub fn json(self, v: &str) -> Reply {
         self.header("Content-Type", "application/json")
             .bytes(v.as_bytes().to_vec())
     }
+    /// Sets the fault.
     pub fn fault(mut self, f: Fault) -> Reply {
         self.fault = f;
         self
     }
 }
 
+/// Chooses the reply to a request.
 pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 /// A running fake server.
 pub struct Server {
+    /// Where it listens (127.0.0.1, a free port).
     pub addr: SocketAddr,
+    /// Every request received, in order.
     pub requests: Arc<Mutex<Vec<Request>>>,
+    /// Replies being sent now.
     pub active: Arc<AtomicUsize>,
+    /// The most replies ever sent at once.
     pub max_active: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -148,14 +202,20 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// `127.0.0.1:<port>`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.addr.port())
     }
+    /// The port.
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
+    /// A copy of the requests received so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
     /// Requests whose path starts with `prefix`.
     pub fn requests_to(&self, prefix: &str) -> Vec<Request> {
@@ -166,9 +226,20 @@ impl Server {
     }
 }
 
+/// Starts a server on 127.0.0.1 (a free port) answering with `handler`; it stops when the
+/// [`Server`] is dropped. Must run inside a tokio runtime with I/O and time enabled.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
 pub async fn serve(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = match TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => match l.local_addr() {
+            Ok(a) => (l, a),
+            Err(e) => panic!("fake registry: local address: {e}"),
+        },
+        Err(e) => panic!("fake registry: binding 127.0.0.1:0: {e}"),
+    };
     let requests = Arc::new(Mutex::new(Vec::new()));
     let active = Arc::new(AtomicUsize::new(0));
     let max_active = Arc::new(AtomicUsize::new(0));
@@ -245,7 +316,9 @@ async fn connection(
         body,
         port,
     };
-    log.lock().unwrap().push(request.clone());
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(request.clone());
     let reply = handler(&request);
     let now = active.fetch_add(1, Ordering::SeqCst) + 1;
     max_active.fetch_max(now, Ordering::SeqCst);
@@ -339,8 +412,8 @@ pub fn pattern(seed: u64, len: usize) -> Arc<Vec<u8>> {
 }
 
 /// The digest of a generated body, computed by streaming.
-pub fn generated_digest(pattern: &[u8], len: u64) -> Digest {
-    let mut d = podstore_reference::Algorithm::Sha256.digester();
+pub fn generated_digest(pattern: &[u8], len: u64) -> String {
+    let mut d = Sha256::new();
     let mut off = 0u64;
     while off < len {
         let at = (off % pattern.len() as u64) as usize;
@@ -348,7 +421,12 @@ pub fn generated_digest(pattern: &[u8], len: u64) -> Digest {
         d.update(&pattern[at..at + n]);
         off += n as u64;
     }
-    d.finish()
+    format!("sha256:{}", hex::encode(d.finalize()))
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 async fn write_body(
@@ -377,14 +455,20 @@ async fn write_body(
 /// How the fake registry authenticates.
 #[derive(Clone, Debug)]
 pub enum Auth {
+    /// Anonymous access.
     None,
+    /// HTTP Basic with these credentials.
     Basic {
+        /// User name.
         user: String,
+        /// Password.
         pass: String,
     },
     /// Bearer tokens from `/token` on the same server; `creds` required there if set.
     Bearer {
+        /// Credentials the token endpoint requires (Basic), if any.
         creds: Option<(String, String)>,
+        /// The token handed out and accepted.
         token: String,
     },
 }
@@ -392,13 +476,18 @@ pub enum Auth {
 /// A registry model: manifests by "repo:ref", blobs by digest.
 #[derive(Clone)]
 pub struct Registry {
+    /// `"repo:tag"` and `"repo:digest"` → (media type, bytes).
     pub manifests: HashMap<String, (String, Vec<u8>)>,
+    /// Digest → body.
     pub blobs: HashMap<String, Body>,
+    /// How requests authenticate.
     pub auth: Auth,
+    /// Free for handlers to record a port in.
     pub port: Arc<AtomicUsize>,
 }
 
 impl Registry {
+    /// An empty registry.
     pub fn new(auth: Auth) -> Registry {
         Registry {
             manifests: HashMap::new(),
@@ -409,8 +498,8 @@ impl Registry {
     }
 
     /// Adds a manifest under its tag and its digest; returns the digest.
-    pub fn manifest(&mut self, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) -> Digest {
-        let d = Digest::sha256_of(bytes);
+    pub fn manifest(&mut self, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) -> String {
+        let d = sha256_digest(bytes);
         self.manifests.insert(
             format!("{repo}:{tag}"),
             (media_type.to_owned(), bytes.to_vec()),
@@ -422,8 +511,9 @@ impl Registry {
         d
     }
 
-    pub fn blob(&mut self, bytes: &[u8]) -> Digest {
-        let d = Digest::sha256_of(bytes);
+    /// Adds a blob; returns its digest.
+    pub fn blob(&mut self, bytes: &[u8]) -> String {
+        let d = sha256_digest(bytes);
         self.blobs
             .insert(d.to_string(), Body::Bytes(Arc::new(bytes.to_vec())));
         d
@@ -462,6 +552,7 @@ impl Registry {
         r
     }
 
+    /// Answers `req` as a registry would: `/v2/`, `/token`, manifests, blobs (with `Range`).
     pub fn handle(&self, req: &Request) -> Reply {
         let path = req.path().to_owned();
         if path == "/token" {
