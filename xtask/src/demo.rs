@@ -296,26 +296,6 @@ impl Demo {
             Ok(())
         })?;
 
-        // podman runs before the mount: containers/storage's overlay driver bind-mounts its
-        // home over itself on start, which would stack a second copy of an existing container
-        // mount that podstore's unmount does not remove (see docs/COMPATIBILITY.md).
-        if tool_available("podman") {
-            self.step("podman reads the same store", |_| {
-                let podman = Podman::new(dir.join("root"), dir.join("run"), &driver)
-                    .with_tmpdir(dir.join("podman-tmp"));
-                for args in [&["images"][..], &["ps", "--all", "--external"][..]] {
-                    let mut command = podman.command();
-                    command
-                        .args(args)
-                        .env("CONTAINERS_STORAGE_CONF", &shell.conf);
-                    show_command(&format!("podman {}", args.join(" ")), &mut command, 12)?;
-                }
-                Ok(())
-            })?;
-        } else {
-            eprintln!("\n==> podman is not installed: skipping `podman images`");
-        }
-
         self.step("mount the container and show its root filesystem", |_| {
             let mountpoint = shell.run(&["mount", CONTAINER_NAME])?.trim().to_owned();
             eprintln!("    mounted at {mountpoint}");
@@ -341,6 +321,26 @@ impl Demo {
             )?;
             Ok(())
         })?;
+
+        // podman runs while the container is mounted: podstore keeps the overlay home a private
+        // mount point as containers/storage does, so podman's driver init covers nothing and
+        // the unmount below still works (docs/COMPATIBILITY.md).
+        if tool_available("podman") {
+            self.step("podman reads the same store", |_| {
+                let podman = Podman::new(dir.join("root"), dir.join("run"), &driver)
+                    .with_tmpdir(dir.join("podman-tmp"));
+                for args in [&["images"][..], &["ps", "--all", "--external"][..]] {
+                    let mut command = podman.command();
+                    command
+                        .args(args)
+                        .env("CONTAINERS_STORAGE_CONF", &shell.conf);
+                    show_command(&format!("podman {}", args.join(" ")), &mut command, 12)?;
+                }
+                Ok(())
+            })?;
+        } else {
+            eprintln!("\n==> podman is not installed: skipping `podman images`");
+        }
 
         self.step("disk use and store info", |_| {
             shell.show(&["df"])?;

@@ -42,7 +42,11 @@ impl Env {
 
     /// A store without images.
     fn empty(driver: &'static str) -> Env {
-        let dir = shm_tempdir("podstore-cli-runtime-");
+        Env::empty_in(driver, shm_tempdir("podstore-cli-runtime-"))
+    }
+
+    /// A store without images in `dir`.
+    fn empty_in(driver: &'static str, dir: tempfile::TempDir) -> Env {
         // The machine's storage.conf must not leak into the tests; podman reads this one too.
         std::fs::write(
             dir.path().join("storage.conf"),
@@ -801,6 +805,162 @@ fn overlay_mount_holds_the_image_files_and_unmount_removes_it() {
     assert!(env.ps().is_empty());
     // overlay's own bind mount of its home, if any, goes with the containers-storage shutdown
     env.peer("containers-storage", &["shutdown"]);
+}
+
+/// Mount points at or below `dir` in this process's mount table.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
+}
+
+/// The busybox store with a container, on tmpfs and on disk (ext4 here).
+fn overlay_envs_on_tmpfs_and_disk() -> Vec<Env> {
+    ["/dev/shm", "/var/tmp"]
+        .into_iter()
+        .map(|base| {
+            let dir = tempfile::Builder::new()
+                .prefix("podstore-cli-home-")
+                .tempdir_in(base)
+                .unwrap();
+            let env = Env::empty_in("overlay", dir);
+            env.ok(&[
+                "pull",
+                "--quiet",
+                &FixtureSet::shared().unwrap().oci_reference("busybox"),
+            ]);
+            env.create_container("web-app", CONTAINER_ID);
+            env
+        })
+        .collect()
+}
+
+/// podman started on an overlay store while podstore had a container mounted used to
+/// bind-mount the driver home over that mount, after which `podstore unmount` failed with
+/// `rmdir …/merged: Device or resource busy`. podstore now makes the home a private mount
+/// point before its first mount, as containers/storage does, so podman covers nothing.
+#[test]
+fn overlay_unmount_succeeds_after_podman_started_on_the_store() {
+    for env in overlay_envs_on_tmpfs_and_disk() {
+        let dir = env.dir.path().to_owned();
+        eprintln!(
+            "== podstore mount, then podman, then podstore unmount in {}",
+            dir.display()
+        );
+        let merged = first_line(&env.ok(&["mount", "web-app"])).to_owned();
+        let home = env.root().join("overlay");
+        let mounts = mounts_under(&dir);
+        assert!(mounts.contains(&home.display().to_string()), "{mounts:?}");
+        assert!(mounts.contains(&merged), "{mounts:?}");
+        let images = env.peer("podman", &["images", "--format", "{{.ID}}"]);
+        assert!(busybox_id().starts_with(images.trim()), "{images}");
+        let ps = env.peer(
+            "podman",
+            &["ps", "--all", "--external", "--format", "{{.ID}}"],
+        );
+        assert!(CONTAINER_ID.starts_with(ps.trim()), "{ps}");
+        env.ok(&["unmount", "web-app"]);
+        // the container mount is gone, and so is the home's mount, with nothing mounted
+        assert_eq!(mounts_under(&dir), Vec::<String>::new());
+        assert!(Path::new(&merged).parent().unwrap().join("diff").is_dir());
+        let images = env.peer("podman", &["images", "--format", "{{.ID}}"]);
+        assert!(busybox_id().starts_with(images.trim()), "{images}");
+        // podman shut its driver down: nothing of it is left mounted either
+        assert_eq!(mounts_under(&dir), Vec::<String>::new());
+    }
+}
+
+/// The reverse order: podman first. A podman command that leaves nothing mounted shuts its
+/// driver down (no mount left); one that leaves a container mounted keeps the home
+/// bind-mounted, and podstore then mounts and unmounts inside that mount.
+#[test]
+fn overlay_mount_and_unmount_after_podman_used_the_store() {
+    for env in overlay_envs_on_tmpfs_and_disk() {
+        let dir = env.dir.path().to_owned();
+        eprintln!(
+            "== podman, then podstore mount and unmount in {}",
+            dir.display()
+        );
+        let home = env.root().join("overlay").display().to_string();
+        env.peer("podman", &["images"]);
+        assert_eq!(mounts_under(&dir), Vec::<String>::new());
+        let podman_id = env.peer(
+            "podman",
+            &[
+                "create",
+                "--network",
+                "none",
+                "--name",
+                "from-podman",
+                IMAGE,
+            ],
+        );
+        let podman_merged = env.peer("podman", &["mount", first_line(&podman_id)]);
+        let podman_merged = first_line(&podman_merged).to_owned();
+        assert_eq!(
+            mounts_under(&dir),
+            vec![home.clone(), podman_merged.clone()]
+        );
+
+        let merged = first_line(&env.ok(&["mount", "web-app"])).to_owned();
+        assert!(Path::new(&merged).join("bin/busybox").exists());
+        assert_eq!(
+            mounts_under(&dir),
+            vec![home.clone(), podman_merged.clone(), merged.clone()]
+        );
+        env.ok(&["unmount", "web-app"]);
+        assert_eq!(
+            mounts_under(&dir),
+            vec![home.clone(), podman_merged.clone()]
+        );
+        assert!(!Path::new(&merged).exists(), "{merged} was not removed");
+        assert!(Path::new(&podman_merged).join("bin/busybox").exists());
+        let ps = env.peer(
+            "podman",
+            &["ps", "--all", "--external", "--format", "{{.ID}}"],
+        );
+        assert!(ps.contains(&CONTAINER_ID[..12]), "{ps}");
+        env.peer("podman", &["umount", "from-podman"]);
+        assert_eq!(mounts_under(&dir), Vec::<String>::new());
+        env.ok(&["rm", "from-podman"]);
+        env.ok(&["rm", "web-app"]);
+        assert!(env.ps().is_empty());
+    }
+}
+
+/// A container mounted while the home was not a mount point (an older podstore, or here
+/// `skip_mount_home`), then covered by podman's bind mount of the home: `unmount` uncovers
+/// and removes it.
+#[test]
+fn overlay_unmount_removes_a_mount_that_a_later_home_bind_covers() {
+    for env in overlay_envs_on_tmpfs_and_disk() {
+        let dir = env.dir.path().to_owned();
+        eprintln!("== covered container mount in {}", dir.display());
+        let merged = first_line(&env.ok(&[
+            "--storage-opt",
+            "overlay.skip_mount_home=true",
+            "mount",
+            "web-app",
+        ]))
+        .to_owned();
+        assert_eq!(mounts_under(&dir), vec![merged.clone()]);
+        env.peer("podman", &["images"]);
+        // podman's bind mount of the home now hides the container's mount
+        assert_eq!(mounts_under(&dir).len(), 2);
+        assert!(!Path::new(&merged).join("bin").exists());
+        env.ok(&["unmount", "web-app"]);
+        assert!(
+            !mounts_under(&dir).contains(&merged),
+            "{merged} still mounted"
+        );
+        assert!(!Path::new(&merged).exists(), "{merged} was not removed");
+        env.peer("podman", &["images"]);
+        assert_eq!(mounts_under(&dir), Vec::<String>::new());
+    }
 }
 
 #[test]

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use podstore_reference::Digest;
 
+pub use crate::home_mount::HomeMount;
+
 /// One range of an ID mapping, as containers/storage records it (`container_id`, `host_id`,
 /// `size`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -264,4 +266,17 @@ pub trait Driver: Send + Sync {
     /// Directories to look a file of this layer up in, nearest first (overlay: its `diff/`
     /// then each lower `diff/`; vfs: the layer directory). Used to rebuild a tar from tar-split.
     fn lookup_dirs(&self, id: &str) -> Result<Vec<PathBuf>, DriverError>;
+    /// Makes the driver home a private mount point before layers are mounted under it
+    /// (containers/storage's overlay init: `mount.MakePrivate(home)`). The caller serialises
+    /// it with other processes (the Store holds `storage.lock`). Drivers that mount nothing
+    /// return [`HomeMount::NotNeeded`].
+    fn prepare_home(&self) -> Result<HomeMount, DriverError> {
+        Ok(HomeMount::NotNeeded)
+    }
+    /// Drops what [`Driver::prepare_home`] set up (containers/storage's driver `Cleanup`, run
+    /// by `Shutdown` when no layer is mounted): overlay lazily unmounts its home when it is a
+    /// mount point. Returns whether something was unmounted.
+    fn cleanup(&self) -> Result<bool, DriverError> {
+        Ok(false)
+    }
 }

@@ -32,6 +32,7 @@ mod digest_thread;
 pub mod driver;
 mod fs_namespace;
 mod fsutil;
+mod home_mount;
 pub mod idshift;
 mod mount;
 pub mod overlay;
@@ -41,8 +42,8 @@ pub mod vfs;
 
 pub use apply::{ApplyError, WhiteoutFormat, apply_tar, detect_compression};
 pub use driver::{
-    ApplyOptions, ApplyReport, Compression, CreateOptions, Driver, DriverError, IdMap, IdMappings,
-    MountOptions,
+    ApplyOptions, ApplyReport, Compression, CreateOptions, Driver, DriverError, HomeMount, IdMap,
+    IdMappings, MountOptions,
 };
 pub use idshift::{ShiftError, shift_tree};
 pub use mount::MountMethod;

@@ -2,7 +2,9 @@
 //! `<home>/l/<LINK> -> ../<id>/diff`, `<id>/{link,lower,diff,work,merged,empty}`, the modes it
 //! uses, and `.has-mount-program` = `false`. Diffs are applied natively into `diff/` with
 //! kernel-format whiteouts; mounts use absolute `l/` lowerdirs, then, when the mount data
-//! reaches a page, containers/storage's relative-path fallback, then the new mount API.
+//! reaches a page, containers/storage's relative-path fallback, then the new mount API. The
+//! home is made a private mount point before layers are mounted under it and released by
+//! `cleanup` ([`crate::home_mount`]).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -18,6 +20,7 @@ use crate::driver::{
     ApplyOptions, ApplyReport, CreateOptions, Driver, DriverError, IdMappings, MountOptions,
 };
 use crate::fsutil;
+use crate::home_mount::{self, HomeMount};
 use crate::idshift::shift_tree;
 use crate::mount::{
     MountFailure, MountMethod, MountPolicy, OverlayMount, mount_overlay, parse_options,
@@ -45,6 +48,9 @@ pub struct OverlayOptions {
     /// does not fit in a page even with relative paths is refused with
     /// [`DriverError::MountDataTooLarge`], as containers/storage 1.43 does.
     pub disable_new_mount_api: bool,
+    /// `skip_mount_home`: never bind-mount the home onto itself nor mark it private in
+    /// [`Driver::prepare_home`], and leave it alone in [`Driver::cleanup`].
+    pub skip_mount_home: bool,
 }
 
 /// The overlay driver rooted at `<graphroot>/overlay`.
@@ -507,8 +513,33 @@ impl Driver for Overlay {
         match fs::remove_dir(&merged) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // `merged` is still a mount point, but not one this path reaches: the layer was
+            // mounted while the home was not a mount point, and a bind mount of the home made
+            // since (podman's driver init) covers it. Uncover and unmount it, then retry.
+            Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) => {
+                let removed = home_mount::remove_covered_mount(&self.home, &merged)
+                    .map_err(io_err("unmount covered mount", &merged))?;
+                if !removed {
+                    return Err(io_err("rmdir", &merged)(e));
+                }
+                fs::remove_dir(&merged).map_err(io_err("rmdir", &merged))
+            }
             Err(e) => Err(io_err("rmdir", &merged)(e)),
         }
+    }
+
+    fn prepare_home(&self) -> Result<HomeMount, DriverError> {
+        if self.options.skip_mount_home {
+            return Ok(HomeMount::NotNeeded);
+        }
+        home_mount::make_private(&self.home).map_err(io_err("make private mount", &self.home))
+    }
+
+    fn cleanup(&self) -> Result<bool, DriverError> {
+        if self.options.skip_mount_home {
+            return Ok(false);
+        }
+        home_mount::release(&self.home).map_err(io_err("unmount", &self.home))
     }
 
     fn remove(&self, id: &str) -> Result<(), DriverError> {

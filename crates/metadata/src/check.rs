@@ -1290,6 +1290,7 @@ impl Store {
             parts.layers.save(&lg, snap.layers.clone())?;
             for id in &delete {
                 if snap.mounts.iter().any(|m| m.id == *id && m.count > 0) {
+                    self.note_mounts_changed();
                     let _ = self.driver().unmount(id);
                 }
                 self.remove_layer_data(id)?;
@@ -1312,6 +1313,7 @@ impl Store {
                     report.removed_paths.push(path);
                 }
                 Finding::MountUnrecorded { layer, path } => {
+                    self.note_mounts_changed();
                     if self.driver().exists(&layer) {
                         self.driver().unmount(&layer)?;
                     } else {

@@ -134,6 +134,13 @@ pub enum Error {
         /// Its mount count.
         count: i64,
     },
+    /// `shutdown` without `force` found layers still mounted (containers/storage's
+    /// `ErrLayerUsedByContainer`, "a layer is mounted"); the driver home stays as it is.
+    #[error("a layer is mounted: {ids:?}")]
+    LayersMounted {
+        /// The mounted layers.
+        ids: Vec<String>,
+    },
     /// No big-data item with this key.
     #[error("{kind} {id} has no big-data item {key:?}")]
     BigDataUnknown {

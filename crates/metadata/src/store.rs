@@ -8,6 +8,7 @@ use std::fs;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use podstore_layer::{ApplyOptions, CreateOptions, Driver, IdMap, IdMappings, MountOptions};
@@ -427,6 +428,9 @@ pub struct Store {
     tmp_dir: PathBuf,
     id_mappings: IdMappings,
     userns_lock: LockFile,
+    /// This Store mounted or unmounted a layer, or bind-mounted the driver home: on drop it
+    /// shuts down (without force) so that an unused home bind mount does not outlive it.
+    touched_mounts: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -437,6 +441,23 @@ impl std::fmt::Debug for Store {
             .field("driver", &self.driver.name())
             .finish()
     }
+}
+
+impl Drop for Store {
+    /// A Store that mounted or unmounted layers shuts down without force, as a
+    /// containers/storage client does before it exits: the driver's home mount goes when no
+    /// layer is mounted any more, and stays (with the mounts under it) otherwise. Errors are
+    /// ignored: nothing is lost by a home mount left in place.
+    fn drop(&mut self) {
+        if self.touched_mounts.load(Ordering::Relaxed) {
+            let _ = self.shutdown(false);
+        }
+    }
+}
+
+/// containers/storage's `strconv.ParseBool` for option values: whether `value` spells true.
+fn go_parse_bool_true(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 /// The layer records plus mount counts, loaded under `layers.lock`.
@@ -464,10 +485,20 @@ impl Store {
                     })
                     .unwrap_or_default()
                     .to_owned();
+                let skip_mount_home = options
+                    .driver_options
+                    .iter()
+                    .rev()
+                    .find_map(|o| {
+                        o.strip_prefix("overlay.skip_mount_home=")
+                            .or_else(|| o.strip_prefix("overlay2.skip_mount_home="))
+                    })
+                    .is_some_and(go_parse_bool_true);
                 Arc::new(podstore_layer::Overlay::new(
                     options.graph_root.join("overlay"),
                     podstore_layer::OverlayOptions {
                         mountopt,
+                        skip_mount_home,
                         ..podstore_layer::OverlayOptions::default()
                     },
                 )?)
@@ -550,6 +581,7 @@ impl Store {
                 gid: options.gid_map.clone(),
             },
             userns_lock,
+            touched_mounts: AtomicBool::new(false),
         };
         store.recover()?;
         Ok(store)
@@ -1451,6 +1483,7 @@ impl Store {
         // Unmount every reference first.
         if let Some(m) = st.mounts.iter().find(|m| m.id == id && m.count > 0) {
             let _ = m;
+            self.touched_mounts.store(true, Ordering::Relaxed);
             self.driver.unmount(id)?;
             st.mounts.retain(|m| m.id != id);
         }
@@ -1492,8 +1525,15 @@ impl Store {
     /// Mounts a container's layer (by container ID/name) or a layer (by layer ID/name) and
     /// records the mount in `mountpoints.json`; a layer that is already mounted only gets its
     /// count raised. Holds `storage.lock`, then `layers.lock`, then `mountpoints.lock`.
+    ///
+    /// Before the first layer mount under it, the driver home is made a private mount point
+    /// (overlay: bind-mounted onto itself when it is not one), as containers/storage's driver
+    /// init does under the same lock; it is checked again at every mount, since a `shutdown`
+    /// (ours or podman's) may have unmounted it since.
     pub fn mount(&self, key: &str, options: &MountOptions) -> Result<PathBuf> {
         let _sg = self.storage_lock.write()?;
+        self.touched_mounts.store(true, Ordering::Relaxed);
+        self.driver.prepare_home()?;
         let g = self.layers.lock().write()?;
         let mut st = self.load_layers_for_write(&g)?;
         let id = self.resolve_layer_or_container(&st, key)?;
@@ -1539,7 +1579,13 @@ impl Store {
 
     /// Drops one mount reference (all of them with `force`); the driver unmounts when the
     /// count reaches 0. Returns whether the layer is still mounted.
+    ///
+    /// Holds `storage.lock` (which containers/storage does not take to unmount): a layer mount
+    /// that a later bind mount of the driver home covers is removed by briefly unmounting
+    /// that bind mount, which must not race with another process's mount.
     pub fn unmount(&self, key: &str, force: bool) -> Result<bool> {
+        let _sg = self.storage_lock.write()?;
+        self.touched_mounts.store(true, Ordering::Relaxed);
         let g = self.layers.lock().write()?;
         let mut st = self.load_layers_for_write(&g)?;
         let id = self.resolve_layer_or_container(&st, key)?;
@@ -1556,6 +1602,44 @@ impl Store {
         };
         self.save_mounts(&st)?;
         Ok(still)
+    }
+
+    /// containers/storage's `Store.Shutdown(force)`: under `storage.lock` and `layers.lock`,
+    /// lists the mounted layers; with `force` unmounts each of them first. When none is left
+    /// mounted, the driver drops its home mount ([`podstore_layer::Driver::cleanup`]) and the
+    /// `storage.lock` token is bumped so that other processes re-check the home before their
+    /// next mount; otherwise fails with [`Error::LayersMounted`] and leaves the home alone.
+    /// Returns the layers that were mounted. (containers/storage still returns its "a layer is
+    /// mounted" error after a forced unmount and skips the cleanup; podstore cleans up.)
+    pub fn shutdown(&self, force: bool) -> Result<Vec<String>> {
+        let sg = self.storage_lock.write()?;
+        let g = self.layers.lock().write()?;
+        let mut st = self.load_layers_for_write(&g)?;
+        let mounted: Vec<String> = st
+            .mounts
+            .iter()
+            .filter(|m| m.count > 0)
+            .map(|m| m.id.clone())
+            .collect();
+        if mounted.is_empty() || force {
+            for id in &mounted {
+                self.driver.unmount(id)?;
+                st.mounts.retain(|m| &m.id != id);
+                self.save_mounts(&st)?;
+            }
+        } else {
+            return Err(Error::LayersMounted { ids: mounted });
+        }
+        if self.driver.cleanup()? {
+            sg.record_write()?;
+        }
+        Ok(mounted)
+    }
+
+    /// Marks that this Store changed the mount table (check's repair unmounts through the
+    /// driver), so that it shuts down when dropped.
+    pub(crate) fn note_mounts_changed(&self) {
+        self.touched_mounts.store(true, Ordering::Relaxed);
     }
 
     /// The mount count of a layer or container's layer.
