@@ -16,7 +16,7 @@ use podstore_blobstore::{Begin, BlobStore, IngestWriter};
 use podstore_reference::Digest;
 use podstore_registry::{BlobIngest, BlobSink, SinkBegin, SinkError};
 
-/// Chunks (each one client write buffer, 1 MiB by default) buffered between download and apply.
+/// Chunks (each one client write buffer, 256 KiB by default) buffered between download and apply.
 pub(crate) const CHANNEL_CHUNKS: usize = 8;
 
 enum Chunk {

@@ -1,7 +1,9 @@
 //! A SHA-256 digester that hashes on a background thread, so the two digests of a layer
 //! (compressed blob, uncompressed DiffID) run in parallel with decompression and file writes.
 //! SHA-256 is ring's (assembly; much faster than portable code on CPUs without SHA-NI).
-//! Chunks are copied into recycled buffers and sent over a bounded channel (bounded memory).
+//! Chunks are copied into recycled buffers of exactly `BATCH` bytes and sent over a bounded
+//! channel: at most `IN_FLIGHT + 3` buffers exist per digester, whatever the callers' chunk
+//! sizes (bounded memory).
 //! If no thread can be started it hashes inline.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -12,7 +14,8 @@ use ring::digest::{Context, SHA256};
 
 /// Bytes batched before a chunk is sent.
 const BATCH: usize = 256 * 1024;
-/// Chunks in flight per digester.
+/// Chunks in flight per digester (2 MiB of look-ahead: enough to ride out scheduling jitter on
+/// a loaded machine; more only adds to the pull's peak RSS).
 const IN_FLIGHT: usize = 8;
 
 struct Worker {
@@ -54,7 +57,7 @@ impl BackgroundDigester {
             Err(_) => Err(Context::new(&SHA256)),
         };
         BackgroundDigester {
-            pending: Vec::with_capacity(BATCH * 2),
+            pending: Vec::with_capacity(BATCH),
             worker,
             lost: false,
             bytes: 0,
@@ -67,9 +70,14 @@ impl BackgroundDigester {
         match &mut self.worker {
             Err(inline) => inline.update(data),
             Ok(_) => {
-                self.pending.extend_from_slice(data);
-                if self.pending.len() >= BATCH {
-                    self.flush();
+                let mut data = data;
+                while !data.is_empty() {
+                    let take = (BATCH - self.pending.len()).min(data.len());
+                    self.pending.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if self.pending.len() >= BATCH {
+                        self.flush();
+                    }
                 }
             }
         }
@@ -83,7 +91,7 @@ impl BackgroundDigester {
         let next = worker
             .spare
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BATCH * 2));
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
         let chunk = std::mem::replace(&mut self.pending, next);
         if worker.to_worker.send(chunk).is_err() {
             self.lost = true;
@@ -124,12 +132,24 @@ mod tests {
     #[test]
     fn same_digest_as_inline() {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        let mut bg = BackgroundDigester::sha256();
-        for chunk in data.chunks(12_345) {
-            bg.update(chunk);
+        // small pieces, and pieces larger than a batch (as a 1 MiB tar buffer refill is)
+        for piece in [12_345, BATCH + 7, 1 << 20] {
+            let mut bg = BackgroundDigester::sha256();
+            for chunk in data.chunks(piece) {
+                bg.update(chunk);
+                assert!(bg.pending.len() < BATCH, "a full batch is sent at once");
+                assert!(
+                    bg.pending.capacity() <= BATCH,
+                    "buffers stay one batch long"
+                );
+            }
+            assert_eq!(bg.bytes, data.len() as u64);
+            assert_eq!(
+                bg.finish(),
+                Some(Digest::sha256_of(&data)),
+                "pieces of {piece}"
+            );
         }
-        assert_eq!(bg.bytes, data.len() as u64);
-        assert_eq!(bg.finish(), Some(Digest::sha256_of(&data)));
         assert_eq!(
             BackgroundDigester::sha256().finish(),
             Some(Digest::sha256_of(b""))

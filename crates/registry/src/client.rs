@@ -59,7 +59,8 @@ pub struct ClientOptions {
     pub resume_delay: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Size of the fixed buffer a blob is written to the sink in.
+    /// Size of the fixed buffer a blob is written to the sink in (default 256 KiB: a pull
+    /// streams several layers at once and each may queue a few of these buffers).
     pub write_buffer_size: usize,
 }
 
@@ -73,7 +74,7 @@ impl Default for ClientOptions {
             min_transfer_rate: 1024,
             resume_delay: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
-            write_buffer_size: 1024 * 1024,
+            write_buffer_size: 256 * 1024,
         }
     }
 }
