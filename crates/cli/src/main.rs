@@ -13,6 +13,7 @@ mod output;
 mod progress;
 mod report;
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
@@ -162,10 +163,17 @@ fn run(cli: Cli) -> Result<()> {
             let images = service.list_images(filter.as_deref().unwrap_or(""))?;
             match format {
                 Format::Table => {
+                    // One read of the records for every image's creation time.
+                    let snapshot = service.store().image_snapshot()?;
+                    let record_created: HashMap<&str, GoTime> = snapshot
+                        .images()
+                        .iter()
+                        .map(|record| (record.id.as_str(), record.created))
+                        .collect();
                     let created: Vec<_> = images
                         .iter()
                         .map(|image| {
-                            let record = service.store().image(&image.id).ok().map(|i| i.created);
+                            let record = record_created.get(image.id.as_str()).copied();
                             output::image_created(image, record)
                         })
                         .collect();

@@ -299,16 +299,24 @@ fn signature_sizes(id: &str, metadata: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
+/// Layers by ID, built once per listing so that each image's layer chain is summed without
+/// a pass over every layer.
+pub(crate) type LayersById<'a> = HashMap<&'a str, &'a Layer>;
+
+/// Indexes `layers` by ID.
+pub(crate) fn layers_by_id(layers: &[Layer]) -> LayersById<'_> {
+    layers.iter().map(|l| (l.id.as_str(), l)).collect()
+}
+
 /// The uncompressed size of the layer chain from `top` down; an unknown size or a missing
 /// layer is an error (as when containers/image opens the image).
-pub(crate) fn layer_chain_size(id: &str, top: &str, layers: &[Layer]) -> Result<u64> {
-    let by_id: HashMap<&str, &Layer> = layers.iter().map(|l| (l.id.as_str(), l)).collect();
+pub(crate) fn layer_chain_size(id: &str, top: &str, by_id: &LayersById<'_>) -> Result<u64> {
     let mut total = 0u64;
     let mut next = (!top.is_empty()).then_some(top);
     let mut seen = 0usize;
     while let Some(layer_id) = next {
         seen += 1;
-        if seen > layers.len() {
+        if seen > by_id.len() {
             return Err(ImageError::BadImage {
                 id: id.to_owned(),
                 reason: format!("layer chain from {top} loops"),
@@ -334,34 +342,52 @@ pub(crate) fn layer_chain_size(id: &str, top: &str, layers: &[Layer]) -> Result<
 /// Reads the immutable facts of `record` from the store (§1.7): the manifest under
 /// `manifest_key`, the config it names, and the size.
 pub fn load_facts(store: &Store, record: &Image, manifest_key: &str) -> Result<ImageFacts> {
+    let layers = store.layers()?;
+    facts_from(
+        record,
+        manifest_key,
+        |key| store.image_big_data(&record.id, key),
+        &layers_by_id(&layers),
+    )
+}
+
+/// The facts of `record` with its big data read by `big_data` (manifest, then the config it
+/// names) and its layers looked up in `layers`.
+pub(crate) fn facts_from(
+    record: &Image,
+    manifest_key: &str,
+    big_data: impl Fn(&str) -> podstore_metadata::Result<Vec<u8>>,
+    layers: &LayersById<'_>,
+) -> Result<ImageFacts> {
     let id = record.id.as_str();
     let bad = |reason: String| ImageError::BadImage {
         id: id.to_owned(),
         reason,
     };
-    let manifest = store.image_big_data(id, manifest_key)?;
+    let manifest = big_data(manifest_key)?;
     let info =
         parse_manifest(&manifest, &format!("manifest item {manifest_key:?}")).map_err(bad)?;
     let (config_digest, oci_config) = match &info.config {
         None => (String::new(), None),
         Some((digest, _)) => {
             let key = digest.to_string();
-            let bytes = store.image_big_data(id, &key)?;
+            let bytes = big_data(&key)?;
             let config: ImageConfiguration = serde_json::from_slice(&bytes)
                 .map_err(|e| bad(format!("config {key} is not an image configuration: {e}")))?;
             (key, Some(config))
         }
     };
-    let big_data: u64 = record
+    let big_data_size: u64 = record
         .big_data_sizes
         .values()
         .map(|s| u64::try_from(*s).unwrap_or(0))
         .sum();
     let signatures = signature_sizes(id, &record.metadata)?;
-    let layers = store.layers()?;
-    let chain = layer_chain_size(id, &record.layer, &layers)?;
+    let chain = layer_chain_size(id, &record.layer, layers)?;
     Ok(ImageFacts {
-        size: big_data.saturating_add(signatures).saturating_add(chain),
+        size: big_data_size
+            .saturating_add(signatures)
+            .saturating_add(chain),
         config_digest,
         oci_config,
     })
@@ -608,12 +634,13 @@ mod tests {
             layer("b", "a", 5, true),
             layer("c", "b", 1, false),
         ];
+        let layers = layers_by_id(&layers);
         assert_eq!(layer_chain_size("i", "b", &layers).unwrap(), 15);
         assert_eq!(layer_chain_size("i", "", &layers).unwrap(), 0);
         assert!(layer_chain_size("i", "c", &layers).is_err());
         assert!(layer_chain_size("i", "zz", &layers).is_err());
         let looped = vec![layer("x", "y", 1, true), layer("y", "x", 1, true)];
-        assert!(layer_chain_size("i", "x", &looped).is_err());
+        assert!(layer_chain_size("i", "x", &layers_by_id(&looped)).is_err());
         assert_eq!(
             signature_sizes("i", r#"{"signature-sizes":[3,4]}"#).unwrap(),
             7

@@ -16,7 +16,7 @@ use crate::error::{ImageError, Result};
 use crate::lookup::{
     FoundImage, find_local_image, local_id_for, parse_local_reference, resolve_local,
 };
-use crate::result::{ImageFacts, ImageResult, build_result, load_facts};
+use crate::result::{ImageFacts, ImageResult, build_result, facts_from, layers_by_id, load_facts};
 
 /// How to build an [`ImageService`] (CRI-O's `GetImageService` arguments plus the system
 /// context's registries.conf, auth file and certificate directory).
@@ -236,11 +236,14 @@ impl ImageService {
                 &facts,
             )]);
         }
-        let records = self.store.images()?;
+        // One read of the records (layers, then images, under their read locks until the
+        // listing is built) and of each new image's manifest and config: O(images + layers).
+        let snapshot = self.store.image_snapshot()?;
+        let layers = layers_by_id(snapshot.layers());
         let old = self.cache.lock().map(|c| c.clone()).unwrap_or_default();
         let mut new_cache = HashMap::new();
-        let mut results = Vec::with_capacity(records.len());
-        for record in records {
+        let mut results = Vec::with_capacity(snapshot.images().len());
+        for record in snapshot.images() {
             if !record.big_data_names.iter().any(|k| k == "manifest") {
                 tracing::debug!(
                     "skipping image {} without a manifest (being pulled?)",
@@ -250,18 +253,25 @@ impl ImageService {
             }
             let facts = match old.get(&record.id) {
                 Some(facts) => facts.clone(),
-                None => match load_facts(&self.store, &record, "manifest") {
+                None => match facts_from(
+                    record,
+                    "manifest",
+                    |key| snapshot.big_data(record, key),
+                    &layers,
+                ) {
                     Ok(facts) => facts,
-                    // Removed or rewritten while we listed: skip it rather than fail the list.
+                    // An image whose config item is missing is skipped rather than failing
+                    // the whole list (as when it was read while being rewritten).
                     Err(ImageError::Store(
                         StoreError::ImageUnknown { .. } | StoreError::BigDataUnknown { .. },
                     )) => continue,
                     Err(e) => return Err(e),
                 },
             };
-            results.push(build_result(&record, None, &facts));
+            results.push(build_result(record, None, &facts));
             new_cache.insert(record.id.clone(), facts);
         }
+        drop(snapshot);
         if let Ok(mut cache) = self.cache.lock() {
             *cache = new_cache;
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use podstore_image::{ImageError, ImageService, ImageServiceOptions, PullOptions};
-use podstore_metadata::{ContainerOptions, NamesOp, Store, StoreOptions};
+use podstore_metadata::{ContainerOptions, NamesOp, RecordKind, Store, StoreOptions};
 use podstore_testkit::fixtures::FixtureSet;
 use podstore_testkit::peers::{Skopeo, shm_tempdir};
 
@@ -462,6 +462,63 @@ fn list_images_catalogue() {
     let fresh = service(&env);
     assert!(fresh.image_status("localhost/small:1").is_err());
     assert!(fresh.list_images("localhost/small:1").is_err());
+}
+
+/// Listing N images reads `images.json` and `layers.json` once and checks their records once
+/// (the listing was quadratic when each image's big-data read re-loaded and re-checked every
+/// image record and each size summed over every layer record).
+#[test]
+fn list_images_loads_the_records_once() {
+    let env = new_env();
+    let svc = service(&env);
+    let base = pull_fixture(&svc, "busybox", NORM);
+    let record = env.store.image(&base).unwrap();
+    let big_data: Vec<podstore_metadata::BigDataItem> = record
+        .big_data_names
+        .iter()
+        .map(|key| podstore_metadata::BigDataItem {
+            key: key.clone(),
+            data: env.store.image_big_data(&base, key).unwrap(),
+            digest: None,
+        })
+        .collect();
+    let copies = 30;
+    for k in 0..copies {
+        env.store
+            .create_image(podstore_metadata::ImageOptions {
+                names: vec![format!("localhost/copy-{k}:latest")],
+                top_layer: Some(record.layer.clone()),
+                metadata: "{}".into(),
+                big_data: big_data.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    // A fresh store and service, as a `podstore images` process has.
+    let store = Arc::new(Store::open(&StoreOptions::new(&env.root, &env.run, "vfs")).unwrap());
+    let svc = ImageService::new(
+        Arc::clone(&store),
+        ImageServiceOptions {
+            registries_conf: Some(env.empty_conf.clone()),
+            ..ImageServiceOptions::default()
+        },
+    )
+    .unwrap();
+    let kinds = [RecordKind::Image, RecordKind::Layer];
+    let before = kinds.map(|kind| store.record_load_counts(kind));
+    let listed = svc.list_images("").unwrap();
+    let after = kinds.map(|kind| store.record_load_counts(kind));
+    assert_eq!(listed.len(), copies + 1);
+    let size = listed[0].size;
+    assert!(size.is_some_and(|size| size > 0), "{size:?}");
+    assert!(listed.iter().all(|image| image.size == size));
+    for (kind, (before, after)) in kinds.iter().zip(before.iter().zip(after.iter())) {
+        assert!(
+            after.decoded <= before.decoded + 1 && after.views_built <= before.views_built + 1,
+            "{kind}: listing {} images went from {before:?} to {after:?}",
+            copies + 1
+        );
+    }
 }
 
 #[test]

@@ -78,6 +78,7 @@ pub use gotime::GoTime;
 pub use json::write_string as write_go_json_string;
 pub use records::{Container, Image, Layer, Mountpoint, is_manifest_key};
 pub use store::{
-    BigDataItem, ContainerOptions, IdMappingOptions, ImageOptions, LayerCreateStats,
-    LayerCreationLock, LayerOptions, NamesOp, STAGING_DIR, StagedBlob, StagedLayer, Store,
+    BigDataItem, ContainerOptions, IdMappingOptions, ImageOptions, ImageSnapshot, LayerCreateStats,
+    LayerCreationLock, LayerOptions, NamesOp, RecordLoadCounts, STAGING_DIR, StagedBlob,
+    StagedLayer, Store,
 };

@@ -173,6 +173,18 @@ impl Image {
     /// `digest` from the first manifest digest when it is empty. Returns whether `digest`
     /// changed.
     pub(crate) fn recompute_digests(&mut self) -> Result<bool, String> {
+        match self.checked_digest()? {
+            Some(first) => {
+                self.digest = first;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// What [`Image::recompute_digests`] checks, without changing the record: the digest to
+    /// fill in when `digest` is empty and a manifest digest exists, else `None`.
+    pub(crate) fn checked_digest(&self) -> Result<Option<String>, String> {
         if !self.digest.is_empty() {
             Digest::parse(&self.digest).map_err(|e| e.to_string())?;
         }
@@ -181,13 +193,10 @@ impl Image {
                 Digest::parse(d).map_err(|e| format!("big-data {key:?}: {e}"))?;
             }
         }
-        if self.digest.is_empty()
-            && let Some(first) = self.digests().into_iter().next()
-        {
-            self.digest = first;
-            return Ok(true);
+        if self.digest.is_empty() {
+            return Ok(self.digests().into_iter().next());
         }
-        Ok(false)
+        Ok(None)
     }
 }
 

@@ -24,6 +24,7 @@ use crate::fsutil::{
 use crate::gotime::GoTime;
 use crate::lockfile::{LockFile, LockGuard};
 use crate::recordfile::RecordFile;
+pub use crate::recordfile::RecordLoadCounts;
 use crate::records::{Container, INCOMPLETE_FLAG, Image, Layer, Mountpoint, is_manifest_key};
 
 /// How to create a layer.
@@ -259,6 +260,43 @@ impl Drop for StagedLayer {
     }
 }
 
+/// Every image and the layers they stand on, read under `layers.lock` and `images.lock`
+/// (both held for reading until dropped); made by [`Store::image_snapshot`].
+pub struct ImageSnapshot<'a> {
+    store: &'a Store,
+    layers: Arc<Vec<Layer>>,
+    images: Arc<Vec<Image>>,
+    _images_guard: LockGuard,
+    _layers_guard: LockGuard,
+}
+
+impl std::fmt::Debug for ImageSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageSnapshot")
+            .field("images", &self.images.len())
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl ImageSnapshot<'_> {
+    /// The images, in store order (as [`Store::images`] returns them).
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+
+    /// The complete layers (as [`Store::layers`] returns them).
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Reads big-data item `item_key` of `image`, a record of this snapshot, without looking
+    /// the image up again ([`Store::image_big_data`] without the load and the search).
+    pub fn big_data(&self, image: &Image, item_key: &str) -> Result<Vec<u8>> {
+        self.store.read_image_big_data(image, item_key)
+    }
+}
+
 trait Named {
     fn id(&self) -> &str;
     fn names(&self) -> &[String];
@@ -460,7 +498,13 @@ fn go_parse_bool_true(value: &str) -> bool {
     matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
-/// The layer records plus mount counts, loaded under `layers.lock`.
+/// The layer records and mount counts as readers see them, shared with the records cache.
+struct LayerView {
+    layers: Arc<Vec<Layer>>,
+    mounts: Arc<Vec<Mountpoint>>,
+}
+
+/// The layer records plus mount counts, loaded under `layers.lock` for writing.
 struct LayerState {
     layers: Vec<Layer>,
     mounts: Vec<Mountpoint>,
@@ -589,20 +633,35 @@ impl Store {
 
     fn recover(&self) -> Result<()> {
         self.remove_stale_staging()?;
+        // Each records file is loaded under its write lock and repaired (duplicate names,
+        // incomplete layers, missing image digests) when it needs it; a store that needs
+        // nothing is only read, not copied.
         {
             let g = self.layers.lock().write()?;
-            // Loading under the write lock removes incomplete layers.
-            self.load_layers_for_write(&g)?;
+            let layers = self.layers.load(&g)?;
+            if duplicate_name(&layers).is_some() || layers.iter().any(Layer::is_incomplete) {
+                // Loading for writing removes incomplete layers.
+                self.load_layers_for_write(&g)?;
+            }
             remove_stale_temp_files(&self.layers_dir)?;
         }
         {
             let g = self.images.lock().write()?;
-            self.load_images_for_write(&g)?;
+            let images = self.images.load(&g)?;
+            let mut repair = duplicate_name(&images).is_some();
+            for img in images.iter() {
+                repair |= self.checked_image_digest(img)?.is_some();
+            }
+            if repair {
+                self.load_images_for_write(&g)?;
+            }
             remove_stale_temp_files(&self.images_dir)?;
         }
         {
             let g = self.containers.lock().write()?;
-            self.load_containers_for_write(&g)?;
+            if duplicate_name(&self.containers.load(&g)?).is_some() {
+                self.load_containers_for_write(&g)?;
+            }
             remove_stale_temp_files(&self.containers_dir)?;
         }
         Ok(())
@@ -642,20 +701,34 @@ impl Store {
         })
     }
 
-    fn load_layers_for_read(&self) -> Result<(LockGuard, LayerState)> {
+    /// The readers' layers (checked for duplicate names; incomplete ones hidden) and mount
+    /// counts, shared with the records cache: nothing is copied or re-checked while the
+    /// files are unchanged.
+    fn load_layers_for_read(&self) -> Result<(LockGuard, LayerView)> {
         let g = self.layers.lock().read()?;
-        let mut st = self.load_layer_state(&g)?;
-        if let Some(name) = duplicate_name(&st.layers) {
-            return Err(Error::DuplicateNames {
-                kind: RecordKind::Layer,
-                name,
-                path: self.layers.path().to_path_buf(),
-            });
-        }
-        // Under a read lock nobody is creating a layer, so an incomplete one is crash debris;
-        // hide it until a writer removes it.
-        st.layers.retain(|l| !l.is_incomplete());
-        Ok((g, st))
+        let layers = self.layers.load_view(&g, |raw| {
+            if let Some(name) = duplicate_name(raw) {
+                return Err(Error::DuplicateNames {
+                    kind: RecordKind::Layer,
+                    name,
+                    path: self.layers.path().to_path_buf(),
+                });
+            }
+            // Under a read lock nobody is creating a layer, so an incomplete one is crash
+            // debris; hide it until a writer removes it.
+            if raw.iter().any(Layer::is_incomplete) {
+                Ok(Arc::new(
+                    raw.iter().filter(|l| !l.is_incomplete()).cloned().collect(),
+                ))
+            } else {
+                Ok(raw.clone())
+            }
+        })?;
+        let mounts = {
+            let mg = self.mounts.lock().read()?;
+            self.mounts.load(&mg)?
+        };
+        Ok((g, LayerView { layers, mounts }))
     }
 
     /// Loads under the write lock, repairing duplicate names and deleting incomplete layers
@@ -699,21 +772,48 @@ impl Store {
         Ok(())
     }
 
+    /// The readers' images (checked for duplicate names, digests validated and filled in),
+    /// shared with the records cache: checked once per contents of `images.json`, handed out
+    /// without copying while its token is unchanged.
     fn load_images_for_read(&self) -> Result<(LockGuard, Arc<Vec<Image>>)> {
         let g = self.images.lock().read()?;
-        let images = self.images.load(&g)?;
-        if let Some(name) = duplicate_name(&images) {
-            return Err(Error::DuplicateNames {
-                kind: RecordKind::Image,
-                name,
-                path: self.images.path().to_path_buf(),
-            });
-        }
-        let mut checked = (*images).clone();
-        for img in &mut checked {
-            self.check_image_digests(img)?;
-        }
-        Ok((g, Arc::new(checked)))
+        let images = self.load_images_view(&g)?;
+        Ok((g, images))
+    }
+
+    fn load_images_view(&self, g: &LockGuard) -> Result<Arc<Vec<Image>>> {
+        self.images.load_view(g, |raw| {
+            if let Some(name) = duplicate_name(raw) {
+                return Err(Error::DuplicateNames {
+                    kind: RecordKind::Image,
+                    name,
+                    path: self.images.path().to_path_buf(),
+                });
+            }
+            // Copy the records only when a digest has to be filled in (rare: records written
+            // by old tools); otherwise readers share the decoded records.
+            let mut filled: Vec<(usize, String)> = Vec::new();
+            for (i, img) in raw.iter().enumerate() {
+                if let Some(digest) = self.checked_image_digest(img)? {
+                    filled.push((i, digest));
+                }
+            }
+            if filled.is_empty() {
+                return Ok(raw.clone());
+            }
+            let mut checked = (**raw).clone();
+            for (i, digest) in filled {
+                checked[i].digest = digest;
+            }
+            Ok(Arc::new(checked))
+        })
+    }
+
+    fn checked_image_digest(&self, img: &Image) -> Result<Option<String>> {
+        img.checked_digest().map_err(|reason| Error::Corrupt {
+            path: self.images.path().to_path_buf(),
+            reason: format!("computing digests for image with ID {:?}: {reason}", img.id),
+        })
     }
 
     fn check_image_digests(&self, img: &mut Image) -> Result<bool> {
@@ -737,14 +837,16 @@ impl Store {
 
     fn load_containers_for_read(&self) -> Result<(LockGuard, Arc<Vec<Container>>)> {
         let g = self.containers.lock().read()?;
-        let containers = self.containers.load(&g)?;
-        if let Some(name) = duplicate_name(&containers) {
-            return Err(Error::DuplicateNames {
-                kind: RecordKind::Container,
-                name,
-                path: self.containers.path().to_path_buf(),
-            });
-        }
+        let containers = self.containers.load_view(&g, |raw| {
+            if let Some(name) = duplicate_name(raw) {
+                return Err(Error::DuplicateNames {
+                    kind: RecordKind::Container,
+                    name,
+                    path: self.containers.path().to_path_buf(),
+                });
+            }
+            Ok(raw.clone())
+        })?;
         Ok((g, containers))
     }
 
@@ -760,7 +862,7 @@ impl Store {
 
     /// All layers (complete ones).
     pub fn layers(&self) -> Result<Vec<Layer>> {
-        Ok(self.load_layers_for_read()?.1.layers)
+        Ok((*self.load_layers_for_read()?.1.layers).clone())
     }
 
     /// A layer by ID, name or unique ID prefix.
@@ -1536,7 +1638,7 @@ impl Store {
         self.driver.prepare_home()?;
         let g = self.layers.lock().write()?;
         let mut st = self.load_layers_for_write(&g)?;
-        let id = self.resolve_layer_or_container(&st, key)?;
+        let id = self.resolve_layer_or_container(&st.layers, key)?;
         let mounted = st
             .mounts
             .iter()
@@ -1588,7 +1690,7 @@ impl Store {
         self.touched_mounts.store(true, Ordering::Relaxed);
         let g = self.layers.lock().write()?;
         let mut st = self.load_layers_for_write(&g)?;
-        let id = self.resolve_layer_or_container(&st, key)?;
+        let id = self.resolve_layer_or_container(&st.layers, key)?;
         let Some(pos) = st.mounts.iter().position(|m| m.id == id && m.count > 0) else {
             return Ok(false);
         };
@@ -1645,18 +1747,18 @@ impl Store {
     /// The mount count of a layer or container's layer.
     pub fn mount_count(&self, key: &str) -> Result<i64> {
         let (_g, st) = self.load_layers_for_read()?;
-        let id = self.resolve_layer_or_container(&st, key)?;
+        let id = self.resolve_layer_or_container(&st.layers, key)?;
         Ok(st.mounts.iter().find(|m| m.id == id).map_or(0, |m| m.count))
     }
 
-    fn resolve_layer_or_container(&self, st: &LayerState, key: &str) -> Result<String> {
+    fn resolve_layer_or_container(&self, layers: &[Layer], key: &str) -> Result<String> {
         let cg = self.containers.lock().read()?;
         let containers = self.containers.load(&cg)?;
         if let Ok(i) = find_index(&containers, key, RecordKind::Container) {
             return Ok(containers[i].layer.clone());
         }
-        let i = find_index(&st.layers, key, RecordKind::Layer)?;
-        Ok(st.layers[i].id.clone())
+        let i = find_index(layers, key, RecordKind::Layer)?;
+        Ok(layers[i].id.clone())
     }
 
     // ----- images --------------------------------------------------------------------------
@@ -1664,6 +1766,36 @@ impl Store {
     /// All images.
     pub fn images(&self) -> Result<Vec<Image>> {
         Ok((*self.load_images_for_read()?.1).clone())
+    }
+
+    /// A consistent read of every image and the layers they stand on, for listing: takes
+    /// `layers.lock` then `images.lock` for reading (containers/storage's order) and holds both
+    /// until the snapshot is dropped, so each image's big data can be read with
+    /// [`ImageSnapshot::big_data`] without another load or look-up. The records are shared
+    /// with the records cache (not copied). Do not call the Store's writing operations from the
+    /// thread holding a snapshot: they wait for its locks.
+    pub fn image_snapshot(&self) -> Result<ImageSnapshot<'_>> {
+        let (layers_guard, layers) = self.load_layers_for_read()?;
+        let (images_guard, images) = self.load_images_for_read()?;
+        Ok(ImageSnapshot {
+            store: self,
+            layers: layers.layers,
+            images,
+            _images_guard: images_guard,
+            _layers_guard: layers_guard,
+        })
+    }
+
+    /// How often the records file of `kind` was decoded from disk and how often its readers'
+    /// view was checked and built, since this Store was opened. Both change only when the file
+    /// changed (its last-writer token, for layers also its mtime), never per read: tests use
+    /// this to show that reads are served from the cache.
+    pub fn record_load_counts(&self, kind: RecordKind) -> RecordLoadCounts {
+        match kind {
+            RecordKind::Layer => self.layers.load_counts(),
+            RecordKind::Image => self.images.load_counts(),
+            RecordKind::Container => self.containers.load_counts(),
+        }
     }
 
     /// An image by ID, name or unique ID prefix.
@@ -1891,7 +2023,11 @@ impl Store {
     pub fn image_big_data(&self, key: &str, item_key: &str) -> Result<Vec<u8>> {
         let (_g, images) = self.load_images_for_read()?;
         let i = find_index(&images, key, RecordKind::Image)?;
-        let img = &images[i];
+        self.read_image_big_data(&images[i], item_key)
+    }
+
+    /// Reads a big-data item of an image record loaded under the caller's `images.lock`.
+    fn read_image_big_data(&self, img: &Image, item_key: &str) -> Result<Vec<u8>> {
         if !img.big_data_names.iter().any(|k| k == item_key) {
             return Err(Error::BigDataUnknown {
                 kind: RecordKind::Image,

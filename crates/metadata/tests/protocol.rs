@@ -573,3 +573,96 @@ fn storage_conf_is_found_like_podman() {
         assert_eq!(line, *want, "env {env:?}");
     }
 }
+
+/// Reading N images, their big data and the layers they stand on decodes and checks each
+/// records file once, not once per read (the reads were quadratic in the number of images
+/// when every read re-decoded, copied and re-checked every record). A write from another
+/// Store (another token) makes the next read decode and check once more, and the readers
+/// see the write.
+#[test]
+fn reads_decode_and_check_records_once_per_change() {
+    let s = Scratch::new("vfs");
+    let writer = s.open();
+    let (layer, _) = writer
+        .create_layer(
+            podstore_metadata::LayerOptions {
+                no_sync: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+    let images = 40;
+    for k in 0..images {
+        writer
+            .create_image(ImageOptions {
+                names: vec![format!("localhost/image-{k}:latest")],
+                top_layer: Some(layer.id.clone()),
+                big_data: vec![podstore_metadata::BigDataItem {
+                    key: "manifest".into(),
+                    data: format!("{{\"n\":{k}}}").into_bytes(),
+                    digest: None,
+                }],
+                ..ImageOptions::default()
+            })
+            .unwrap();
+    }
+    let reader = s.open();
+    let counts = |kind| reader.record_load_counts(kind);
+    let (images_before, layers_before) = (counts(RecordKind::Image), counts(RecordKind::Layer));
+    for k in 0..images {
+        let name = format!("localhost/image-{k}:latest");
+        let image = reader.image(&name).unwrap();
+        assert_eq!(image.layer, layer.id);
+        assert_eq!(
+            reader.image_big_data(&name, "manifest").unwrap(),
+            format!("{{\"n\":{k}}}").into_bytes()
+        );
+        assert_eq!(reader.layer(&image.layer).unwrap().id, layer.id);
+    }
+    assert_eq!(reader.images().unwrap().len(), images);
+    let snapshot = reader.image_snapshot().unwrap();
+    assert_eq!(snapshot.images().len(), images);
+    assert_eq!(snapshot.layers().len(), 1);
+    for (k, image) in snapshot.images().iter().enumerate() {
+        assert_eq!(
+            snapshot.big_data(image, "manifest").unwrap(),
+            format!("{{\"n\":{k}}}").into_bytes()
+        );
+    }
+    drop(snapshot);
+    let (images_after, layers_after) = (counts(RecordKind::Image), counts(RecordKind::Layer));
+    // Opening the reader loaded the files already (crash recovery under the write locks);
+    // the reads add at most the first view, whatever the number of reads.
+    assert_eq!(
+        images_after.decoded, images_before.decoded,
+        "images.json re-decoded"
+    );
+    assert_eq!(
+        layers_after.decoded, layers_before.decoded,
+        "layers.json re-decoded"
+    );
+    assert!(
+        images_after.views_built <= images_before.views_built + 1,
+        "{images_before:?} -> {images_after:?}"
+    );
+    assert!(
+        layers_after.views_built <= layers_before.views_built + 1,
+        "{layers_before:?} -> {layers_after:?}"
+    );
+
+    // Another Store's write bumps the token: the next read decodes and checks once again.
+    writer
+        .create_image(ImageOptions {
+            names: vec!["localhost/late:latest".into()],
+            ..ImageOptions::default()
+        })
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(reader.images().unwrap().len(), images + 1);
+        reader.image("localhost/late:latest").unwrap();
+    }
+    let images_late = counts(RecordKind::Image);
+    assert_eq!(images_late.decoded, images_after.decoded + 1);
+    assert_eq!(images_late.views_built, images_after.views_built + 1);
+}
