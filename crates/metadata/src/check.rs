@@ -1029,9 +1029,9 @@ impl Store {
         }
         for (name, path, ft) in list_dir(parts.tmp_dir)? {
             if name == crate::store::STAGING_DIR && ft.is_dir() {
-                // Layer staging: `<id>.lock` files are never removed (lockers of an old and a
-                // new inode would not exclude each other); a `<id>-<random>/` directory is a
-                // leftover when nobody holds its layer's creation lock.
+                // Layer staging: a `<id>-<random>/` directory is a leftover when nobody holds
+                // its layer's creation lock (`<id>.lock`, deleted by its holders on release;
+                // lockers re-check that the path still names the file they locked).
                 for (name, path, ft) in list_dir(&path)? {
                     let Some((id, _)) = name.rsplit_once('-') else {
                         continue;
@@ -1039,10 +1039,8 @@ impl Store {
                     if !ft.is_dir() || name.ends_with(".lock") {
                         continue;
                     }
-                    let lock = crate::lockfile::LockFile::open(
-                        &path.with_file_name(format!("{id}.lock")),
-                    )?;
-                    if lock.try_write()?.is_some() {
+                    let lock = path.with_file_name(format!("{id}.lock"));
+                    if crate::store::try_staging_lock(&lock)?.is_some() {
                         out.push(Finding::StaleStaging { path });
                     }
                 }

@@ -115,6 +115,23 @@ impl LockFile {
         &self.shared.path
     }
 
+    /// Whether `path` still names the file this lock has open. A lock file that may be
+    /// deleted (the per-layer creation locks) must be re-checked this way after locking: a
+    /// holder deletes it before releasing, so a waiter that locked the deleted file must let
+    /// go and lock the file now at `path` instead.
+    pub fn is_at(&self, path: &Path) -> Result<bool, Error> {
+        let open = self
+            .shared
+            .file
+            .metadata()
+            .map_err(|e| io_err("inspecting lock file", path, e))?;
+        match std::fs::metadata(path) {
+            Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("inspecting lock file", path, e)),
+        }
+    }
+
     /// Takes the lock for reading (shared with other readers, here and in other processes).
     pub fn read(&self) -> Result<LockGuard, Error> {
         let mut st = lock_poison(&self.shared.state);

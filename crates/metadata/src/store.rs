@@ -208,10 +208,51 @@ pub const STAGING_DIR: &str = "podstore-staging";
 /// lock on `<graphroot>/tmp/podstore-staging/<layer-id>.lock`, released on drop. Taken around
 /// [`Store::stage_layer`] and [`Store::commit_staged_layer`] so that two pulls of the same
 /// layer do the work once (the second finds the layer committed after taking the lock).
+///
+/// The lock file is deleted on drop, while still locked, so that one empty file per layer
+/// ever pulled does not pile up. That is safe because every locker re-checks, once it holds
+/// the lock, that the path still names the file it locked, and otherwise lets go and locks
+/// the file now at the path: a waiter on a deleted file never works
+/// beside the holder of its replacement.
 #[derive(Debug)]
 pub struct LayerCreationLock {
     id: String,
+    path: PathBuf,
     _guard: LockGuard,
+}
+
+impl Drop for LayerCreationLock {
+    fn drop(&mut self) {
+        // Still locked here (the guard is released after this): later lockers of the old file
+        // see it gone and move to a new one.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Locks the creation lock file at `path` for writing, waiting while it is held: opens it,
+/// locks it, and checks that `path` still names the locked file (a holder deletes it before
+/// releasing), retrying on the new file otherwise.
+fn wait_for_staging_lock(path: &Path) -> Result<LockGuard> {
+    loop {
+        let lock = LockFile::open(path)?;
+        let guard = lock.write()?;
+        if lock.is_at(path)? {
+            return Ok(guard);
+        }
+    }
+}
+
+/// [`wait_for_staging_lock`] without waiting: `None` when the lock is held.
+pub(crate) fn try_staging_lock(path: &Path) -> Result<Option<LockGuard>> {
+    loop {
+        let lock = LockFile::open(path)?;
+        let Some(guard) = lock.try_write()? else {
+            return Ok(None);
+        };
+        if lock.is_at(path)? {
+            return Ok(Some(guard));
+        }
+    }
 }
 
 impl LayerCreationLock {
@@ -962,19 +1003,39 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err("listing", &root, e)),
         };
+        let mut ids = BTreeSet::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_err("listing", &root, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((id, _)) = name.rsplit_once('-') else {
-                continue;
+            let id = match name.strip_suffix(".lock") {
+                Some(id) => id,
+                None => match name.rsplit_once('-') {
+                    Some((id, _)) if entry.path().is_dir() => id,
+                    _ => continue,
+                },
             };
-            if name.ends_with(".lock") || !entry.path().is_dir() {
-                continue;
+            if validate_id(id, RecordKind::Layer).is_ok() {
+                ids.insert(id.to_owned());
             }
-            let lock = LockFile::open(&root.join(format!("{id}.lock")))?;
-            if let Some(_guard) = lock.try_write()? {
-                remove_dir_all_if_exists(&entry.path())?;
+        }
+        for id in ids {
+            let Some(lock) = self.try_lock_layer_creation(&id)? else {
+                continue; // a live stager's
+            };
+            let prefix = format!("{id}-");
+            let leftovers = fs::read_dir(&root).map_err(|e| io_err("listing", &root, e))?;
+            for entry in leftovers {
+                let entry = entry.map_err(|e| io_err("listing", &root, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name.strip_prefix(&prefix)
+                    && !rest.contains('-')
+                    && entry.path().is_dir()
+                {
+                    remove_dir_all_if_exists(&entry.path())?;
+                }
             }
+            // Dropping the lock deletes its file (older podstore versions never did).
+            drop(lock);
         }
         Ok(())
     }
@@ -986,11 +1047,23 @@ impl Store {
         validate_id(id, RecordKind::Layer)?;
         let root = self.staging_root();
         mkdir_all(&root)?;
-        let guard = LockFile::open(&root.join(format!("{id}.lock")))?.write()?;
+        let path = root.join(format!("{id}.lock"));
+        let guard = wait_for_staging_lock(&path)?;
         Ok(LayerCreationLock {
             id: id.to_owned(),
+            path,
             _guard: guard,
         })
+    }
+
+    /// Takes the creation lock of layer `id` if nobody holds it.
+    fn try_lock_layer_creation(&self, id: &str) -> Result<Option<LayerCreationLock>> {
+        let path = self.staging_root().join(format!("{id}.lock"));
+        Ok(try_staging_lock(&path)?.map(|guard| LayerCreationLock {
+            id: id.to_owned(),
+            path,
+            _guard: guard,
+        }))
     }
 
     /// Applies `blob` (a possibly compressed layer tar) for the layer of `lock` into a staging

@@ -1,8 +1,9 @@
 //! Staged layer creation (`lock_layer_creation` → `stage_layer` without any store lock →
 //! `commit_staged_layer` under a short `layers.lock`) on vfs and overlay: the same records,
 //! tar-split and files as direct creation; a bad diff leaves nothing; crash leftovers of staging
-//! are removed at open unless a live stager holds their layer's lock; and the time
-//! `layers.lock` is held per layer, direct versus staged.
+//! are removed at open unless a live stager holds their layer's lock; creation lock files are
+//! deleted by their holders and still exclude every other locker (threads and processes); and
+//! the time `layers.lock` is held per layer, direct versus staged.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(unused_imports)]
@@ -10,6 +11,8 @@ mod common;
 
 use std::fs;
 use std::io::Read;
+use std::path::Path;
+use std::process::Command;
 
 use common::{Scratch, test_image};
 use podstore_metadata::records::Record;
@@ -240,4 +243,130 @@ fn layers_lock_is_held_only_for_the_commit() {
             stats.layers_lock_held
         );
     }
+}
+
+/// The `*.lock` files under `<graphroot>/tmp/podstore-staging`.
+fn staging_lock_files(root: &Path) -> Vec<String> {
+    match fs::read_dir(root.join("tmp").join(STAGING_DIR)) {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".lock"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn creation_lock_files_are_deleted_on_release_and_stale_ones_at_open() {
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    let held = "a".repeat(64);
+    let lock = store.lock_layer_creation(&held).unwrap();
+    assert_eq!(staging_lock_files(&s.root()), vec![format!("{held}.lock")]);
+    // Lock files older podstore versions left behind (one per layer ever pulled).
+    let root = s.root().join("tmp").join(STAGING_DIR);
+    for id in ["b", "c"] {
+        fs::write(root.join(format!("{}.lock", id.repeat(64))), b"").unwrap();
+    }
+    drop(Store::open(&s.options()).unwrap());
+    assert_eq!(
+        staging_lock_files(&s.root()),
+        vec![format!("{held}.lock")],
+        "free stale lock files go at open, the held one stays"
+    );
+    drop(lock);
+    assert!(staging_lock_files(&s.root()).is_empty());
+
+    // A whole staged creation leaves no file behind either.
+    let image = test_image("lockfiles");
+    let (id, diff_id) = (
+        image.layer_ids()[0].clone(),
+        image.layers[0].diff_id.clone(),
+    );
+    let lock = store.lock_layer_creation(&id).unwrap();
+    let staged = store
+        .stage_layer(
+            &lock,
+            options(&id, None, &diff_id),
+            &mut &image.layers[0].gz[..],
+        )
+        .unwrap();
+    store.commit_staged_layer(&lock, staged).unwrap();
+    drop(lock);
+    assert!(staging_lock_files(&s.root()).is_empty());
+    assert!(staging_leftovers(&s).is_empty());
+    assert!(store.layer_exists(&id).unwrap());
+}
+
+/// Runs `rounds` critical sections under the creation lock of `id`, each a read-modify-write of
+/// the counter file `counter` (with a pause in between, so unexcluded lockers lose updates).
+fn count_under_creation_lock(store: &Store, id: &str, counter: &Path, rounds: usize) {
+    for _ in 0..rounds {
+        let lock = store.lock_layer_creation(id).unwrap();
+        let n: u64 = fs::read_to_string(counter).unwrap().trim().parse().unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(300));
+        fs::write(counter, format!("{}", n + 1)).unwrap();
+        drop(lock);
+    }
+}
+
+/// Child half of `creation_locks_exclude_while_their_files_are_deleted`.
+#[test]
+#[ignore = "helper process for the creation lock test"]
+fn child_creation_locker() {
+    let Ok(root) = std::env::var("PODSTORE_CHILD_ROOT") else {
+        return;
+    };
+    let root = Path::new(&root);
+    let store = common::open_store(&podstore_metadata::StoreOptions::new(
+        root.join("root"),
+        root.join("run"),
+        "vfs",
+    ));
+    let rounds = std::env::var("PODSTORE_CHILD_ROUNDS")
+        .unwrap()
+        .parse()
+        .unwrap();
+    count_under_creation_lock(&store, &"f".repeat(64), &root.join("counter"), rounds);
+}
+
+/// Every release deletes the lock file while other threads and processes wait on it or open it
+/// anew; the lockers still exclude each other (no lost counter update) and no file is left.
+#[test]
+fn creation_locks_exclude_while_their_files_are_deleted() {
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    let counter = s.dir.path().join("counter");
+    fs::write(&counter, "0").unwrap();
+    let (threads, processes, rounds) = (3, 2, 40);
+    let children: Vec<_> = (0..processes)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "child_creation_locker",
+                    "--ignored",
+                    "--test-threads=1",
+                    "-q",
+                ])
+                .env("PODSTORE_CHILD_ROOT", s.dir.path())
+                .env("PODSTORE_CHILD_ROUNDS", rounds.to_string())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| count_under_creation_lock(&store, &"f".repeat(64), &counter, rounds));
+        }
+    });
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(
+        fs::read_to_string(&counter).unwrap(),
+        ((threads + processes) * rounds).to_string(),
+        "an update was lost: two lockers held the creation lock at once"
+    );
+    assert!(staging_lock_files(&s.root()).is_empty());
 }
