@@ -4,74 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Command;
+
+use common::{Env, busybox_id, last_line};
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::{StoreGuard, e2e_drivers, shm_tempdir};
+use podstore_testkit::peers::e2e_drivers;
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
-
-/// A fresh store under /dev/shm (vfs unless the test asks for a driver).
-struct Env {
-    /// Overlay stores: shut down and unmounted before `dir` is removed (fields drop in order).
-    _guard: Option<StoreGuard>,
-    dir: tempfile::TempDir,
-    driver: &'static str,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env::with_driver("vfs")
-    }
-
-    fn with_driver(driver: &'static str) -> Env {
-        let dir = shm_tempdir("podstore-cli-");
-        // The machine's storage.conf must not leak into the tests: the flags give every path.
-        std::fs::write(
-            dir.path().join("storage.conf"),
-            format!("[storage]\ndriver = \"{driver}\"\n"),
-        )
-        .unwrap();
-        let _guard = (driver == "overlay")
-            .then(|| StoreGuard::overlay(dir.path().join("root"), dir.path().join("runroot")));
-        Env {
-            _guard,
-            dir,
-            driver,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Runs `podstore` with this store's global flags followed by `args`.
-    fn run(&self, args: &[&str]) -> Output {
-        let root = self.path().join("root");
-        let runroot = self.path().join("runroot");
-        Command::new(env!("CARGO_BIN_EXE_podstore"))
-            .arg("--root")
-            .arg(&root)
-            .arg("--runroot")
-            .arg(&runroot)
-            .args(["--storage-driver", self.driver])
-            .args(args)
-            .env("CONTAINERS_STORAGE_CONF", self.path().join("storage.conf"))
-            .output()
-            .unwrap()
-    }
-
-    /// Runs and asserts success, returning stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podstore {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
 
 /// podman's size format (decimal units, three significant digits), written independently of
 /// the CLI's own: `512 B`, `4.27 MB`, `12.3 MB`, `123 MB`.
@@ -94,20 +34,6 @@ fn human_size(bytes: u64) -> String {
     format!("{text} {}", units[unit])
 }
 
-fn last_line(text: &str) -> &str {
-    text.lines().last().unwrap_or("")
-}
-
-fn busybox_id() -> String {
-    FixtureSet::shared()
-        .unwrap()
-        .image("busybox")
-        .unwrap()
-        .image_id()
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn layout_pull_then_images_inspect_and_untag() {
     for driver in e2e_drivers() {
@@ -117,7 +43,7 @@ fn layout_pull_then_images_inspect_and_untag() {
 }
 
 fn layout_pull_then_images_inspect_and_untag_on(driver: &'static str) {
-    let env = Env::with_driver(driver);
+    let env = Env::new(driver);
     let fixtures = FixtureSet::shared().unwrap();
     let busybox = fixtures.image("busybox").unwrap();
     let id = busybox_id();
@@ -211,7 +137,7 @@ fn layout_pull_then_images_inspect_and_untag_on(driver: &'static str) {
 
 #[test]
 fn registry_pull_quiet_prints_only_the_id() {
-    let env = Env::new();
+    let env = Env::new("vfs");
     let plain = RegistrySet::shared().unwrap().get(RegistryMode::Plain);
     let reference = plain.docker_reference("testkit/busybox:latest");
     let id = busybox_id();
@@ -241,7 +167,7 @@ fn registry_pull_plain_mode_reports_layers_and_ends_with_the_id() {
 }
 
 fn registry_pull_plain_mode_on(driver: &'static str) {
-    let env = Env::with_driver(driver);
+    let env = Env::new(driver);
     let plain = RegistrySet::shared().unwrap().get(RegistryMode::Plain);
     // no transport: the default docker:// is prepended
     let reference = plain.image_reference("testkit/busybox:latest");
@@ -277,7 +203,7 @@ fn registry_pull_plain_mode_on(driver: &'static str) {
 
 #[test]
 fn resolve_uses_the_registries_conf_search_list() {
-    let env = Env::new();
+    let env = Env::new("vfs");
     let conf = env.path().join("registries.conf");
     std::fs::write(
         &conf,
@@ -323,7 +249,7 @@ fn resolve_uses_the_registries_conf_search_list() {
 
 #[test]
 fn errors_name_the_input_on_one_line_with_status_one() {
-    let env = Env::new();
+    let env = Env::new("vfs");
     let plain = RegistrySet::shared().unwrap().get(RegistryMode::Plain);
     let missing = plain.docker_reference("testkit/no-such-image:latest");
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -352,7 +278,7 @@ fn errors_name_the_input_on_one_line_with_status_one() {
 
 #[test]
 fn usage_errors_exit_two_and_version_and_help_work() {
-    let env = Env::new();
+    let env = Env::new("vfs");
     for args in [
         vec!["pull"],
         vec!["pull", "--platform", "linux", "busybox"],
@@ -384,7 +310,7 @@ fn platform_flag_chooses_the_index_instance() {
         if let Some(variant) = &platform.variant {
             spec = format!("{spec}/{variant}");
         }
-        let env = Env::new();
+        let env = Env::new("vfs");
         let out = env.ok(&["pull", "--quiet", "--platform", &spec, &source]);
         assert_eq!(out, format!("{}\n", instance.image_id().unwrap()), "{spec}");
         let status: serde_json::Value =
@@ -399,7 +325,7 @@ fn platform_flag_chooses_the_index_instance() {
 #[test]
 fn pull_on_a_terminal_draws_progress_bars() {
     // `script` (util-linux, Debian's essential bsdutils) gives the pull a pseudo-terminal.
-    let env = Env::new();
+    let env = Env::new("vfs");
     let fixtures = FixtureSet::shared().unwrap();
     let multilayer = fixtures.image("multilayer").unwrap();
     let command = format!(
@@ -441,7 +367,7 @@ fn authfile_and_cert_dir_flags_reach_the_registry() {
     // basic auth: refused without credentials, accepted with --authfile
     let auth = registries.get(RegistryMode::BasicAuth);
     let reference = auth.docker_reference("testkit/busybox:latest");
-    let env = Env::new();
+    let env = Env::new("vfs");
     let empty_auth = env.path().join("empty-auth.json");
     std::fs::write(&empty_auth, "{\"auths\":{}}").unwrap();
     let out = env.run(&[
@@ -470,7 +396,7 @@ fn authfile_and_cert_dir_flags_reach_the_registry() {
     // TLS with the test CA in a certificate directory
     let tls = registries.get(RegistryMode::Tls);
     let cert_dir = tls.cert_dir().unwrap();
-    let env = Env::new();
+    let env = Env::new("vfs");
     let out = env.ok(&[
         "--cert-dir",
         cert_dir.to_str().unwrap(),

@@ -6,94 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::{CONTAINER_ID, Env, POD_ID};
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::{StoreGuard, e2e_drivers, shm_tempdir};
-
-const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const CONTAINER_ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
-
-struct Env {
-    /// Overlay stores: shut down and unmounted before `dir` is removed (fields drop in order).
-    _guard: Option<StoreGuard>,
-    dir: tempfile::TempDir,
-    driver: &'static str,
-}
+use podstore_testkit::peers::e2e_drivers;
 
 impl Env {
-    fn new(driver: &'static str) -> Env {
-        let dir = shm_tempdir("podstore-cli-report-");
-        std::fs::write(
-            dir.path().join("storage.conf"),
-            format!("[storage]\ndriver = \"{driver}\"\n"),
-        )
-        .unwrap();
-        let _guard = (driver == "overlay")
-            .then(|| StoreGuard::overlay(dir.path().join("root"), dir.path().join("runroot")));
-        Env {
-            _guard,
-            dir,
-            driver,
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_podstore"))
-            .arg("--root")
-            .arg(self.root())
-            .arg("--runroot")
-            .arg(self.dir.path().join("runroot"))
-            .args(["--storage-driver", self.driver])
-            .args(args)
-            .env(
-                "CONTAINERS_STORAGE_CONF",
-                self.dir.path().join("storage.conf"),
-            )
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podstore {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(args)).unwrap()
-    }
-
-    fn pull(&self, tag: &str) -> String {
-        let fixtures = FixtureSet::shared().unwrap();
-        self.ok(&["pull", "--quiet", &fixtures.oci_reference(tag)])
-            .trim()
-            .to_owned()
-    }
-
-    /// The store's layer records, as containers/storage wrote them.
-    fn layer_records(&self) -> Vec<serde_json::Value> {
-        let path = self
-            .root()
-            .join(format!("{}-layers/layers.json", self.driver));
-        serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap())
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
     /// The directory holding a layer's own files on this driver.
     fn layer_files(&self, id: &str) -> PathBuf {
         match self.driver {

@@ -7,134 +7,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use common::{CONTAINER_ID, Env, POD_ID, busybox_id, first_line};
 use podstore_testkit::fixtures::FixtureSet;
-use podstore_testkit::peers::{ContainersStorage, Podman, StoreGuard, e2e_drivers, shm_tempdir};
+use podstore_testkit::peers::e2e_drivers;
 use podstore_testkit::registry::{RegistryMode, RegistrySet};
 
-const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const CONTAINER_ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 const IMAGE: &str = "localhost/busybox:latest";
 
-/// A fresh store under /dev/shm with busybox pulled from the testkit layout.
-struct Env {
-    /// Overlay stores: shut down and unmounted before `dir` is removed (fields drop in order).
-    _guard: Option<StoreGuard>,
-    dir: tempfile::TempDir,
-    driver: &'static str,
-}
-
+/// Runtime commands on the store.
 impl Env {
-    /// A vfs store.
-    fn new() -> Env {
-        Env::with_driver("vfs")
-    }
-
-    fn with_driver(driver: &'static str) -> Env {
-        let env = Env::empty(driver);
-        let fixtures = FixtureSet::shared().unwrap();
-        env.ok(&["pull", "--quiet", &fixtures.oci_reference("busybox")]);
-        env
-    }
-
-    /// A store without images.
-    fn empty(driver: &'static str) -> Env {
-        Env::empty_in(driver, shm_tempdir("podstore-cli-runtime-"))
-    }
-
-    /// A store without images in `dir`.
-    fn empty_in(driver: &'static str, dir: tempfile::TempDir) -> Env {
-        // The machine's storage.conf must not leak into the tests; podman reads this one too.
-        std::fs::write(
-            dir.path().join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"{driver}\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                dir.path().join("root").display(),
-                dir.path().join("runroot").display()
-            ),
-        )
-        .unwrap();
-        let _guard = (driver == "overlay")
-            .then(|| StoreGuard::overlay(dir.path().join("root"), dir.path().join("runroot")));
-        Env {
-            _guard,
-            dir,
-            driver,
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn runroot(&self) -> PathBuf {
-        self.dir.path().join("runroot")
-    }
-
-    /// `tool` (podman or containers-storage) on this store, with `args`; asserts success.
-    fn peer(&self, tool: &str, args: &[&str]) -> String {
-        let mut command = if tool == "podman" {
-            Podman::new(self.root(), self.runroot(), self.driver)
-                .with_tmpdir(self.dir.path().join("podman-tmp"))
-                .command()
-        } else {
-            ContainersStorage::new(self.root(), self.runroot(), self.driver).command()
-        };
-        let out = command
-            .args(args)
-            .env(
-                "CONTAINERS_STORAGE_CONF",
-                self.dir.path().join("storage.conf"),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// `podstore` with this store's global flags followed by `args`.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_podstore"));
-        command
-            .arg("--root")
-            .arg(self.root())
-            .arg("--runroot")
-            .arg(self.runroot())
-            .args(["--storage-driver", self.driver])
-            .args(args)
-            .env(
-                "CONTAINERS_STORAGE_CONF",
-                self.dir.path().join("storage.conf"),
-            );
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs and asserts success, returning stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podstore {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(args)).unwrap()
-    }
-
     /// `ps --format json`.
     fn ps(&self) -> Vec<serde_json::Value> {
         self.json(&["ps", "--format", "json"])
@@ -188,14 +75,7 @@ impl Env {
 
     /// Every layer in layers.json: (id, incomplete).
     fn layers(&self) -> Vec<(String, bool)> {
-        let path = self
-            .root()
-            .join(format!("{}-layers/layers.json", self.driver));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| "[]".to_owned());
-        let layers: serde_json::Value = serde_json::from_str(&text).unwrap();
-        layers
-            .as_array()
-            .unwrap()
+        self.layer_records()
             .iter()
             .map(|l| {
                 (
@@ -207,20 +87,6 @@ impl Env {
     }
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or("")
-}
-
-fn busybox_id() -> String {
-    FixtureSet::shared()
-        .unwrap()
-        .image("busybox")
-        .unwrap()
-        .image_id()
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn pod_and_container_lifecycle() {
     for driver in e2e_drivers() {
@@ -230,7 +96,7 @@ fn pod_and_container_lifecycle() {
 }
 
 fn pod_and_container_lifecycle_on(driver: &'static str) {
-    let env = Env::with_driver(driver);
+    let env = Env::with_busybox(driver);
     let image_id = busybox_id();
 
     let pod = env.create_pod();
@@ -372,7 +238,7 @@ fn pod_and_container_lifecycle_on(driver: &'static str) {
 
 #[test]
 fn create_by_image_id_and_options() {
-    let env = Env::new();
+    let env = Env::with_busybox("vfs");
     let image_id = busybox_id();
     let pod = env.json(&[
         "pod",
@@ -431,7 +297,7 @@ fn create_by_image_id_and_options() {
 /// carries the maps, and podman and the containers-storage CLI list the container.
 #[test]
 fn mapped_container_end_to_end() {
-    let env = Env::new();
+    let env = Env::with_busybox("vfs");
     let mut args = Env::create_args("mapped", CONTAINER_ID);
     args.extend(["--uidmap", "0:100000:65536", "--gidmap", "0:200000:65536"].map(str::to_owned));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -463,7 +329,7 @@ fn mapped_container_end_to_end() {
 
 #[test]
 fn errors_name_the_input_and_usage_errors_exit_two() {
-    let env = Env::new();
+    let env = Env::with_busybox("vfs");
     for args in [
         &["rm", "nosuchcontainer"][..],
         &["pod", "rm", "nosuchcontainer"],
@@ -615,7 +481,7 @@ fn errors_name_the_input_and_usage_errors_exit_two() {
 
 #[test]
 fn sigkill_during_create_leaves_a_store_that_reopens_and_reuses_the_name() {
-    let env = Env::new();
+    let env = Env::with_busybox("vfs");
     let image_layers = env.layers().len();
     let args = Env::create_args("victim", CONTAINER_ID);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -715,7 +581,7 @@ fn podman_and_containers_storage_see_podstore_containers_and_podstore_removes_po
 fn podman_and_containers_storage_see_podstore_containers_and_podstore_removes_podmans_on(
     driver: &'static str,
 ) {
-    let env = Env::with_driver(driver);
+    let env = Env::with_busybox(driver);
     env.create_pod();
     env.create_container("web-app", CONTAINER_ID);
 
@@ -783,7 +649,7 @@ fn podman_and_containers_storage_see_podstore_containers_and_podstore_removes_po
 
 #[test]
 fn overlay_mount_holds_the_image_files_and_unmount_removes_it() {
-    let env = Env::with_driver("overlay");
+    let env = Env::with_busybox("overlay");
     env.create_container("web-app", CONTAINER_ID);
     let path = env.ok(&["mount", "web-app"]);
     let path = first_line(&path).to_owned();
@@ -827,7 +693,7 @@ fn overlay_envs_on_tmpfs_and_disk() -> Vec<Env> {
                 .prefix("podstore-cli-home-")
                 .tempdir_in(base)
                 .unwrap();
-            let env = Env::empty_in("overlay", dir);
+            let env = Env::in_dir("overlay", dir);
             env.ok(&[
                 "pull",
                 "--quiet",
@@ -974,7 +840,7 @@ fn pod_create_pulls_an_absent_image_with_the_authfile() {
 fn pod_create_pulls_an_absent_image_with_the_authfile_on(driver: &'static str) {
     let auth = RegistrySet::shared().unwrap().get(RegistryMode::BasicAuth);
     let image = auth.image_reference("testkit/busybox:latest");
-    let env = Env::empty(driver);
+    let env = Env::new(driver);
     let pod_args = [
         "pod",
         "create",
