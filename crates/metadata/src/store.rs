@@ -809,6 +809,11 @@ impl Store {
             .filter(|m| !m.path.is_empty() && m.count > 0 && known.contains(m.id.as_str()))
             .cloned()
             .collect();
+        // Every layers save used to rewrite (and sync) `mountpoints.json` too; when the mount
+        // counts did not change there is nothing to write, and the file's token stays valid.
+        if *self.mounts.load(&mg)? == mounts {
+            return Ok(());
+        }
         self.mounts.save(&mg, mounts)?;
         Ok(())
     }

@@ -666,3 +666,39 @@ fn reads_decode_and_check_records_once_per_change() {
     assert_eq!(images_late.decoded, images_after.decoded + 1);
     assert_eq!(images_late.views_built, images_after.views_built + 1);
 }
+
+/// A layers save whose mount counts did not change leaves `mountpoints.json` and its token
+/// alone (it used to be rewritten and synced with every layers save: three times per
+/// container create on vfs); a mount still writes it.
+#[test]
+fn mountpoints_are_saved_only_when_mount_counts_change() {
+    let s = Scratch::new("vfs");
+    let store = s.open();
+    store
+        .create_image(ImageOptions {
+            names: vec!["img".into()],
+            ..ImageOptions::default()
+        })
+        .unwrap();
+    let lock = s.run_root().join("vfs-layers/mountpoints.lock");
+    let token = || fs::read(&lock).unwrap();
+    let before = token();
+    let c = store
+        .create_container(ContainerOptions {
+            image: "img".into(),
+            ..ContainerOptions::default()
+        })
+        .unwrap();
+    assert_eq!(token(), before, "create rewrote mountpoints.json");
+    store
+        .mount(&c.id, &podstore_layer::MountOptions::default())
+        .unwrap();
+    let mounted = token();
+    assert_ne!(mounted, before, "a mount must save mountpoints.json");
+    assert_eq!(store.mount_count(&c.id).unwrap(), 1);
+    store.unmount(&c.id, true).unwrap();
+    assert_ne!(token(), mounted, "an unmount must save mountpoints.json");
+    let unmounted = token();
+    store.delete_container(&c.id).unwrap();
+    assert_eq!(token(), unmounted, "delete rewrote mountpoints.json");
+}
