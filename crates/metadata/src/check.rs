@@ -604,17 +604,70 @@ fn is_schema1(path: &Path) -> bool {
         .is_some_and(|v| v.get("schemaVersion").and_then(Value::as_i64) == Some(1))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check_big_data(
-    kind: RecordKind,
-    id: &str,
-    dir: &Path,
-    names: &[String],
-    sizes: Option<&BTreeMap<String, i64>>,
-    digests: Option<&BTreeMap<String, String>>,
-    out: &mut Vec<Finding>,
-) -> Result<()> {
-    for key in names {
+/// A record that owns big-data items (files under `<kind>s-dir/<id>/`): layers record only
+/// the keys, images and containers also their sizes and digests.
+trait BigDataOwner {
+    const KIND: RecordKind;
+    fn id(&self) -> &str;
+    fn big_data_names(&self) -> &[String];
+    fn big_data_sizes(&self) -> Option<&BTreeMap<String, i64>>;
+    fn big_data_digests(&self) -> Option<&BTreeMap<String, String>>;
+}
+
+impl BigDataOwner for Layer {
+    const KIND: RecordKind = RecordKind::Layer;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn big_data_names(&self) -> &[String] {
+        &self.big_data_names
+    }
+    fn big_data_sizes(&self) -> Option<&BTreeMap<String, i64>> {
+        None
+    }
+    fn big_data_digests(&self) -> Option<&BTreeMap<String, String>> {
+        None
+    }
+}
+
+impl BigDataOwner for Image {
+    const KIND: RecordKind = RecordKind::Image;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn big_data_names(&self) -> &[String] {
+        &self.big_data_names
+    }
+    fn big_data_sizes(&self) -> Option<&BTreeMap<String, i64>> {
+        Some(&self.big_data_sizes)
+    }
+    fn big_data_digests(&self) -> Option<&BTreeMap<String, String>> {
+        Some(&self.big_data_digests)
+    }
+}
+
+impl BigDataOwner for Container {
+    const KIND: RecordKind = RecordKind::Container;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn big_data_names(&self) -> &[String] {
+        &self.big_data_names
+    }
+    fn big_data_sizes(&self) -> Option<&BTreeMap<String, i64>> {
+        Some(&self.big_data_sizes)
+    }
+    fn big_data_digests(&self) -> Option<&BTreeMap<String, String>> {
+        Some(&self.big_data_digests)
+    }
+}
+
+/// Checks each big-data file of `owner` in `dir` against its record (present; size and sha256
+/// digest as recorded, schema1 manifests excepted). Returns whether anything was found.
+fn check_big_data<R: BigDataOwner>(owner: &R, dir: &Path, out: &mut Vec<Finding>) -> Result<bool> {
+    let before = out.len();
+    let (kind, id) = (R::KIND, owner.id());
+    for key in owner.big_data_names() {
         let Ok(file) = big_data_file_name(key) else {
             continue;
         };
@@ -629,7 +682,7 @@ fn check_big_data(
             continue;
         }
         let (digest, len) = sha256_file(&path)?;
-        if let Some(&recorded) = sizes.and_then(|s| s.get(key))
+        if let Some(&recorded) = owner.big_data_sizes().and_then(|s| s.get(key))
             && u64::try_from(recorded).ok() != Some(len)
         {
             out.push(Finding::BigDataSizeMismatch {
@@ -641,7 +694,7 @@ fn check_big_data(
             });
             continue;
         }
-        if let Some(recorded) = digests.and_then(|d| d.get(key))
+        if let Some(recorded) = owner.big_data_digests().and_then(|d| d.get(key))
             && *recorded != digest.to_string()
             && Digest::parse(recorded).is_ok_and(|d| d.algorithm() == Algorithm::Sha256)
             && !(is_manifest_key(key) && is_schema1(&path))
@@ -655,7 +708,41 @@ fn check_big_data(
             });
         }
     }
-    Ok(())
+    Ok(out.len() > before)
+}
+
+/// A record that a big-data owner refers to (an image's layers, a container's image and
+/// layer): whether it exists, whether it is broken, and the finding when it does not exist.
+struct Reference {
+    exists: bool,
+    broken: bool,
+    missing: Finding,
+}
+
+/// The pass images and containers share: a record is broken when something it refers to is
+/// missing (reported) or broken (not reported again), or when its big data is damaged. Returns
+/// the IDs of the broken records.
+fn owner_pass<R: BigDataOwner>(
+    records: &[R],
+    dir: &Path,
+    references: impl Fn(&R) -> Vec<Reference>,
+    out: &mut Vec<Finding>,
+) -> Result<BTreeSet<String>> {
+    let mut broken = BTreeSet::new();
+    for record in records {
+        for reference in references(record) {
+            if !reference.exists {
+                out.push(reference.missing);
+                broken.insert(record.id().to_owned());
+            } else if reference.broken {
+                broken.insert(record.id().to_owned());
+            }
+        }
+        if check_big_data(record, &dir.join(record.id()), out)? {
+            broken.insert(record.id().to_owned());
+        }
+    }
+    Ok(broken)
 }
 
 /// Which records are broken, given the snapshot and the content-damaged layers.
@@ -739,17 +826,7 @@ impl Store {
                 findings.push(finding.clone());
                 bad_layers.insert(layer.id.clone());
             }
-            let before = findings.len();
-            check_big_data(
-                RecordKind::Layer,
-                &layer.id,
-                &parts.layers_dir.join(&layer.id),
-                &layer.big_data_names,
-                None,
-                None,
-                &mut findings,
-            )?;
-            if findings.len() > before {
+            if check_big_data(layer, &parts.layers_dir.join(&layer.id), &mut findings)? {
                 bad_layers.insert(layer.id.clone());
             }
         }
@@ -768,74 +845,61 @@ impl Store {
             bad_layers.extend(more);
         }
 
-        let mut bad_images = BTreeSet::new();
-        for image in &snap.images {
-            let wanted = std::iter::once(&image.layer)
-                .filter(|l| !l.is_empty())
-                .chain(image.mapped_layers.iter());
-            for layer in wanted {
-                if !by_id.contains_key(layer.as_str()) {
-                    findings.push(Finding::ImageLayerMissing {
-                        image: image.id.clone(),
-                        layer: layer.clone(),
-                    });
-                    bad_images.insert(image.id.clone());
-                } else if bad_layers.contains(layer) {
-                    bad_images.insert(image.id.clone());
-                }
-            }
-            let before = findings.len();
-            check_big_data(
-                RecordKind::Image,
-                &image.id,
-                &parts.images_dir.join(&image.id),
-                &image.big_data_names,
-                Some(&image.big_data_sizes),
-                Some(&image.big_data_digests),
-                &mut findings,
-            )?;
-            if findings.len() > before {
-                bad_images.insert(image.id.clone());
-            }
-        }
+        let layer_reference = |layer: &str, missing: Finding| Reference {
+            exists: by_id.contains_key(layer),
+            broken: bad_layers.contains(layer),
+            missing,
+        };
+        let bad_images = owner_pass(
+            &snap.images,
+            parts.images_dir,
+            |image| {
+                std::iter::once(&image.layer)
+                    .filter(|l| !l.is_empty())
+                    .chain(image.mapped_layers.iter())
+                    .map(|layer| {
+                        layer_reference(
+                            layer,
+                            Finding::ImageLayerMissing {
+                                image: image.id.clone(),
+                                layer: layer.clone(),
+                            },
+                        )
+                    })
+                    .collect()
+            },
+            &mut findings,
+        )?;
 
         let image_ids: BTreeSet<&str> = snap.images.iter().map(|i| i.id.as_str()).collect();
-        let mut bad_containers = BTreeSet::new();
-        for container in &snap.containers {
-            if !container.image.is_empty() && !image_ids.contains(container.image.as_str()) {
-                findings.push(Finding::ContainerImageMissing {
-                    container: container.id.clone(),
-                    image: container.image.clone(),
-                });
-                bad_containers.insert(container.id.clone());
-            } else if bad_images.contains(&container.image) {
-                bad_containers.insert(container.id.clone());
-            }
-            if !container.layer.is_empty() {
-                if !by_id.contains_key(container.layer.as_str()) {
-                    findings.push(Finding::ContainerLayerMissing {
-                        container: container.id.clone(),
-                        layer: container.layer.clone(),
+        let bad_containers = owner_pass(
+            &snap.containers,
+            parts.containers_dir,
+            |container| {
+                let mut references = Vec::new();
+                if !container.image.is_empty() {
+                    references.push(Reference {
+                        exists: image_ids.contains(container.image.as_str()),
+                        broken: bad_images.contains(&container.image),
+                        missing: Finding::ContainerImageMissing {
+                            container: container.id.clone(),
+                            image: container.image.clone(),
+                        },
                     });
-                    bad_containers.insert(container.id.clone());
-                } else if bad_layers.contains(&container.layer) {
-                    bad_containers.insert(container.id.clone());
                 }
-            }
-            let before = findings.len();
-            check_big_data(
-                RecordKind::Container,
-                &container.id,
-                &parts.containers_dir.join(&container.id),
-                &container.big_data_names,
-                Some(&container.big_data_sizes),
-                Some(&container.big_data_digests),
-                &mut findings,
-            )?;
-            if findings.len() > before {
-                bad_containers.insert(container.id.clone());
-            }
-        }
+                if !container.layer.is_empty() {
+                    references.push(layer_reference(
+                        &container.layer,
+                        Finding::ContainerLayerMissing {
+                            container: container.id.clone(),
+                            layer: container.layer.clone(),
+                        },
+                    ));
+                }
+                references
+            },
+            &mut findings,
+        )?;
 
         // Reachability: every layer under an image's top or mapped layers or a container's
         // layer is in use.
