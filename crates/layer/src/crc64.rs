@@ -1,11 +1,15 @@
 //! CRC-64 with the ISO polynomial, bit-reflected, exactly as Go's `hash/crc64` with its `ISO`
-//! table (the checksum tar-split stores for every file payload), computed slicing-by-8.
+//! table (the checksum tar-split stores for every file payload), computed slicing-by-16 (16
+//! table lookups per 16 bytes, no serial dependency between them: ~1.5x slicing-by-8).
 
 /// The reflected ISO polynomial (x^64 + x^4 + x^3 + x + 1), as Go's `crc64.ISO`.
 const ISO_POLY_REFLECTED: u64 = 0xD800_0000_0000_0000;
 
-const fn make_tables() -> [[u64; 256]; 8] {
-    let mut tables = [[0u64; 256]; 8];
+/// Bytes consumed per step of the sliced loop (one table per byte).
+const SLICES: usize = 16;
+
+const fn make_tables() -> [[u64; 256]; SLICES] {
+    let mut tables = [[0u64; 256]; SLICES];
     let mut i = 0;
     while i < 256 {
         let mut crc = i as u64;
@@ -22,7 +26,7 @@ const fn make_tables() -> [[u64; 256]; 8] {
         i += 1;
     }
     let mut k = 1;
-    while k < 8 {
+    while k < SLICES {
         let mut i = 0;
         while i < 256 {
             let prev = tables[k - 1][i];
@@ -34,7 +38,7 @@ const fn make_tables() -> [[u64; 256]; 8] {
     tables
 }
 
-static TABLES: [[u64; 256]; 8] = make_tables();
+static TABLES: [[u64; 256]; SLICES] = make_tables();
 
 /// A running CRC-64/ISO.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,19 +56,28 @@ impl Crc64Iso {
     pub fn update(&mut self, data: &[u8]) {
         let t = &TABLES;
         let mut crc = !self.state;
-        let mut chunks = data.chunks_exact(8);
+        let mut chunks = data.chunks_exact(SLICES);
         for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            crc ^= u64::from_le_bytes(word);
-            crc = t[7][(crc & 0xff) as usize]
-                ^ t[6][((crc >> 8) & 0xff) as usize]
-                ^ t[5][((crc >> 16) & 0xff) as usize]
-                ^ t[4][((crc >> 24) & 0xff) as usize]
-                ^ t[3][((crc >> 32) & 0xff) as usize]
-                ^ t[2][((crc >> 40) & 0xff) as usize]
-                ^ t[1][((crc >> 48) & 0xff) as usize]
-                ^ t[0][(crc >> 56) as usize];
+            let mut low = [0u8; 8];
+            low.copy_from_slice(&chunk[..8]);
+            let crc_low = crc ^ u64::from_le_bytes(low);
+            let high = &chunk[8..];
+            crc = t[15][(crc_low & 0xff) as usize]
+                ^ t[14][((crc_low >> 8) & 0xff) as usize]
+                ^ t[13][((crc_low >> 16) & 0xff) as usize]
+                ^ t[12][((crc_low >> 24) & 0xff) as usize]
+                ^ t[11][((crc_low >> 32) & 0xff) as usize]
+                ^ t[10][((crc_low >> 40) & 0xff) as usize]
+                ^ t[9][((crc_low >> 48) & 0xff) as usize]
+                ^ t[8][(crc_low >> 56) as usize]
+                ^ t[7][usize::from(high[0])]
+                ^ t[6][usize::from(high[1])]
+                ^ t[5][usize::from(high[2])]
+                ^ t[4][usize::from(high[3])]
+                ^ t[3][usize::from(high[4])]
+                ^ t[2][usize::from(high[5])]
+                ^ t[1][usize::from(high[6])]
+                ^ t[0][usize::from(high[7])];
         }
         for &byte in chunks.remainder() {
             crc = t[0][((crc ^ u64::from(byte)) & 0xff) as usize] ^ (crc >> 8);
@@ -125,7 +138,14 @@ mod tests {
             .collect();
         let whole = crc64_iso(&data);
         assert_eq!(whole, bytewise(&data));
-        for split in [0, 1, 7, 8, 9, 4095, 9999] {
+        // every remainder length and alignment around the 16-byte step
+        for start in 0..17 {
+            for len in 0..70 {
+                let piece = &data[start..start + len];
+                assert_eq!(crc64_iso(piece), bytewise(piece), "{len} bytes at {start}");
+            }
+        }
+        for split in [0, 1, 7, 8, 9, 15, 16, 17, 31, 4095, 9999] {
             let mut crc = Crc64Iso::new();
             crc.update(&data[..split]);
             crc.update(&data[split..]);
