@@ -496,6 +496,41 @@ impl<'m> Applier<'m> {
         Ok(cur)
     }
 
+    /// Makes room for `name` in `parent_fd` for an entry of `kind`: whatever is there is
+    /// removed, except a directory when the entry is a directory too. Returns whether the
+    /// entry merges into such an existing directory.
+    fn replace_existing(
+        &mut self,
+        parent_fd: BorrowedFd<'_>,
+        name: &OsStr,
+        kind: EntryKind,
+        entry: &str,
+    ) -> Result<bool, ApplyError> {
+        let existing = match rustix::fs::statat(parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode as _)),
+            Err(Errno::NOENT) => None,
+            Err(e) => {
+                return Err(ApplyError::Entry {
+                    entry: entry.to_owned(),
+                    op: "stat",
+                    source: e.into(),
+                });
+            }
+        };
+        let merge_dir = existing == Some(FileType::Directory) && kind == EntryKind::Directory;
+        if existing.is_some() && !merge_dir {
+            fsutil::remove_all_at(parent_fd, name).map_err(|source| ApplyError::Entry {
+                entry: entry.to_owned(),
+                op: "remove existing",
+                source,
+            })?;
+            if existing == Some(FileType::Directory) {
+                self.cached_parent = None;
+            }
+        }
+        Ok(merge_dir)
+    }
+
     fn apply_entry<R: Read>(
         &mut self,
         header: &Header,
@@ -565,37 +600,36 @@ impl<'m> Applier<'m> {
             }
         };
 
-        let existing = match rustix::fs::statat(parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Some(FileType::from_raw_mode(st.st_mode as _)),
-            Err(Errno::NOENT) => None,
-            Err(e) => return Err(err("stat")(e)),
+        // A regular file (most entries) is created with O_EXCL straight away: only when the
+        // name is taken is it looked at and removed (one syscall per file saved).
+        let merge_dir = if header.kind == EntryKind::Regular {
+            false
+        } else {
+            self.replace_existing(parent_fd, name, header.kind, &entry)?
         };
-        let merge_dir =
-            existing == Some(FileType::Directory) && header.kind == EntryKind::Directory;
-        if existing.is_some() && !merge_dir {
-            fsutil::remove_all_at(parent_fd, name).map_err(|source| ApplyError::Entry {
-                entry: entry.clone(),
-                op: "remove existing",
-                source,
-            })?;
-            if existing == Some(FileType::Directory) {
-                self.cached_parent = None;
-            }
-        }
         let times = timestamps(header);
         let mode = Mode::from_raw_mode(header.mode as _);
         match header.kind {
             EntryKind::Regular => {
-                let fd = rustix::fs::openat(
-                    parent_fd,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                let create = || {
+                    rustix::fs::openat(
+                        parent_fd,
+                        name,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                };
+                let fd = match create() {
+                    Err(Errno::EXIST) => {
+                        self.replace_existing(parent_fd, name, header.kind, &entry)?;
+                        create()
+                    }
+                    created => created,
+                }
                 .map_err(err("create file"))?;
                 let mut file = File::from(fd);
                 loop {
