@@ -141,6 +141,18 @@ pub enum Command {
   podstore check
   podstore check --repair --stale-after 0 --format json")]
     Check(crate::check::CheckArgs),
+    /// Shut the store's driver down as containers/storage's `Shutdown` does: when no layer is
+    /// mounted, unmount the overlay driver's own bind mount of its home; `--force` unmounts
+    /// every mounted layer first. Prints the layers that were mounted; exits 1, naming them,
+    /// when some are mounted and `--force` is not given.
+    #[command(after_help = "Examples:
+  podstore shutdown
+  podstore shutdown --force")]
+    Shutdown {
+        /// Unmount every mounted layer (whatever its mount count) first.
+        #[arg(long)]
+        force: bool,
+    },
     /// Pod sandboxes: create or remove a pod's infra container.
     #[command(subcommand)]
     Pod(PodCommand),

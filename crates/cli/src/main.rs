@@ -221,6 +221,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Check(args) => check::run(service.store(), &args, &mut stdout)?,
+        Command::Shutdown { force } => {
+            for id in service.store().shutdown(force)? {
+                writeln!(stdout, "{id}")?;
+            }
+        }
         command => run_runtime(
             RuntimeService::new(service),
             command,
@@ -348,7 +353,8 @@ fn run_runtime(
         | Command::Info { .. }
         | Command::Df { .. }
         | Command::Completion { .. }
-        | Command::Check(..) => {}
+        | Command::Check(..)
+        | Command::Shutdown { .. } => {}
     }
     Ok(())
 }

@@ -829,6 +829,38 @@ fn overlay_unmount_removes_a_mount_that_a_later_home_bind_covers() {
     }
 }
 
+/// `podstore shutdown`: refused, naming the mounted layer, while a container is mounted; with
+/// `--force` the container's mount and then the home's go, and the mount count is dropped.
+#[test]
+fn shutdown_refuses_while_a_layer_is_mounted_and_force_unmounts_everything() {
+    let env = Env::with_busybox("overlay");
+    let container = env.create_container("web-app", CONTAINER_ID);
+    let merged = first_line(&env.ok(&["mount", "web-app"])).to_owned();
+    let home = env.root().join("overlay").display().to_string();
+    assert_eq!(mounts_under(env.path()), vec![home.clone(), merged.clone()]);
+    let layer = env
+        .layer_records()
+        .into_iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .find(|id| merged.contains(id.as_str()))
+        .unwrap();
+
+    let out = env.run(&["shutdown"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a layer is mounted"), "{stderr}");
+    assert!(stderr.contains(&layer), "{stderr}");
+    assert_eq!(mounts_under(env.path()), vec![home.clone(), merged.clone()]);
+
+    assert_eq!(env.ok(&["shutdown", "--force"]), format!("{layer}\n"));
+    assert_eq!(mounts_under(env.path()), Vec::<String>::new());
+    let info = env.json(&["info", "--format", "json"]);
+    assert_eq!(info["Counts"]["MountedContainers"], 0, "{info}");
+    // nothing mounted: a second shutdown has nothing to report
+    assert_eq!(env.ok(&["shutdown"]), "");
+    assert_eq!(container["ID"], CONTAINER_ID);
+}
+
 #[test]
 fn pod_create_pulls_an_absent_image_with_the_authfile() {
     for driver in e2e_drivers() {
