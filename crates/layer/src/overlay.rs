@@ -4,7 +4,7 @@
 //! kernel-format whiteouts; mounts use absolute `l/` lowerdirs, then, when the mount data
 //! reaches a page, containers/storage's relative-path fallback, then the new mount API. The
 //! home is made a private mount point before layers are mounted under it and released by
-//! `cleanup` ([`crate::home_mount`]).
+//! `cleanup` (module `home_mount`).
 
 use std::fs;
 use std::io::{Read, Write};
