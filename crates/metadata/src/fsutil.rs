@@ -206,8 +206,9 @@ pub(crate) fn remove_dir_all_if_exists(path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Removes stale `.tmp-*` files in `dir` and, one level down, in its subdirectories. The
-/// caller holds the lock that protects writes into `dir`. Returns how many were removed.
+/// Removes stale `.tmp-*` files directly inside `dir` (not in its subdirectories: a record's
+/// own directory is cleaned when it is next written, and `check --repair` cleans them all).
+/// The caller holds the lock that protects writes into `dir`. Returns how many were removed.
 pub(crate) fn remove_stale_temp_files(dir: &Path) -> Result<usize, Error> {
     let mut removed = 0;
     let entries = match fs::read_dir(dir) {
@@ -216,21 +217,14 @@ pub(crate) fn remove_stale_temp_files(dir: &Path) -> Result<usize, Error> {
         Err(e) => return Err(io_err("listing", dir, e)),
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let path = entry.path();
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if name.to_string_lossy().starts_with(TEMP_PREFIX) && !is_dir {
-            remove_file_if_exists(&path)?;
+        if entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            remove_file_if_exists(&entry.path())?;
             removed += 1;
-        } else if is_dir && let Ok(sub) = fs::read_dir(&path) {
-            for s in sub.flatten() {
-                if s.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-                    && s.file_type().map(|t| t.is_file()).unwrap_or(false)
-                {
-                    remove_file_if_exists(&s.path())?;
-                    removed += 1;
-                }
-            }
         }
     }
     Ok(removed)
@@ -351,15 +345,20 @@ mod tests {
     }
 
     #[test]
-    fn stale_temp_files_are_removed() {
+    fn stale_temp_files_are_removed_from_the_directory_only() {
         let dir = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
         fs::write(dir.path().join(".tmp-images.json123"), b"[").unwrap();
         fs::create_dir(dir.path().join("img")).unwrap();
         fs::write(dir.path().join("img/.tmp-manifest9"), b"x").unwrap();
         fs::write(dir.path().join("img/manifest"), b"x").unwrap();
         fs::write(dir.path().join("images.json"), b"[]").unwrap();
-        assert_eq!(remove_stale_temp_files(dir.path()).unwrap(), 2);
+        assert_eq!(remove_stale_temp_files(dir.path()).unwrap(), 1);
+        assert!(!dir.path().join(".tmp-images.json123").exists());
         assert!(dir.path().join("images.json").exists());
         assert!(dir.path().join("img/manifest").exists());
+        // Subdirectories are not walked: they are cleaned when next written.
+        assert!(dir.path().join("img/.tmp-manifest9").exists());
+        assert_eq!(remove_stale_temp_files(&dir.path().join("img")).unwrap(), 1);
+        assert!(!dir.path().join("img/.tmp-manifest9").exists());
     }
 }

@@ -21,8 +21,9 @@
 //! - Atomic writes `.tmp-<base><digits>` + fdatasync + chmod 0600 + rename; big-data file
 //!   names (`[.0-9a-z]` or `=`+base64); tar-split files written gzip'd and atomically.
 //! - Incomplete-flag protocol for layer creation and deletion; recovery on open (incomplete
-//!   layers and stale `.tmp-*` removed under the owning lock, duplicate names repaired under
-//!   the write lock); undecodable JSON is a typed error and is never overwritten.
+//!   layers and stale `.tmp-*` next to the records files removed under the owning lock, a
+//!   record directory's `.tmp-*` when it is next written or by `repair`, duplicate names
+//!   repaired under the write lock); undecodable JSON is a typed error and is never overwritten.
 //! - Image digest rules (`digest`, manifest-key digests validated, `Digests` recomputed),
 //!   names moving between records, names-history as 1.43 (AddNames appends), mount counts
 //!   shared with podman, lookups by ID, name, unique prefix and container-by-layer.

@@ -595,8 +595,9 @@ impl Store {
 
     /// Opens the store with an already-constructed driver (whose `name()` decides the
     /// `<driver>-layers` directory names), creating the directory skeleton containers/storage
-    /// creates, and recovering from a crash: incomplete layers and stale `.tmp-*` files are
-    /// removed, each under its store's write lock.
+    /// creates, and recovering from a crash: incomplete layers and stale `.tmp-*` files next
+    /// to the records files are removed, each under its store's write lock (records'
+    /// directories are not walked: their leftovers go when next written, or with `repair`).
     pub fn open_with_driver(options: &StoreOptions, driver: Arc<dyn Driver>) -> Result<Store> {
         let abs = |p: &Path| -> Result<PathBuf> {
             if p.is_absolute() {
@@ -1981,9 +1982,13 @@ impl Store {
         Ok(image)
     }
 
+    /// Writes one big-data item into a record's directory; the caller holds the records
+    /// file's write lock, so any `.tmp-*` file already there is a crash leftover and is removed
+    /// (open does not walk every record's directory).
     fn write_big_data_file(&self, dir: &Path, key: &str, data: &[u8]) -> Result<()> {
         let name = big_data_file_name(key)?;
         mkdir_all(dir)?;
+        remove_stale_temp_files(dir)?;
         write_atomic(&dir.join(name), data)
     }
 
