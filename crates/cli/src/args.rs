@@ -71,6 +71,11 @@ pub struct GlobalOptions {
     /// registry instead of the certs.d directories.
     #[arg(long, global = true, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// Keep the compressed layer blobs a pull downloads (under `<graphroot>/podstore-blobs`)
+    /// after their layers are committed; a later pull that misses such a layer applies it from
+    /// the kept file instead of downloading it again.
+    #[arg(long, global = true)]
+    pub keep_compressed_blobs: bool,
 }
 
 /// The subcommands.

@@ -125,6 +125,7 @@ fn image_service(global: &GlobalOptions) -> Result<ImageService> {
         registries_conf: global.registries_conf.clone(),
         auth_file: global.authfile.clone(),
         cert_dir: global.cert_dir.clone(),
+        keep_compressed_blobs: global.keep_compressed_blobs,
         ..ImageServiceOptions::default()
     };
     Ok(ImageService::new(Arc::new(store), service_options)?)

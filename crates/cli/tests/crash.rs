@@ -1,5 +1,5 @@
 //! Crash injection (`cargo xtask crash` runs this ignored test): `podstore pull`, `create`, `rm`
-//! and `untag` are killed with SIGKILL at every named crash point they pass
+//! and `untag` (and `pull --keep-compressed-blobs` at its `ingest-committed` points) are killed with SIGKILL at every named crash point they pass
 //! (`PODSTORE_CRASH_AT=<point>:<n>`, see `podstore_blobstore::crash`) and at time-based offsets.
 //! After each kill: the store opens, `check` finds no visible image or container that is not
 //! whole, `check --repair` leaves it clean, the repeated operation succeeds, and the
@@ -21,6 +21,8 @@ use podstore_testkit::peers::{ContainersStorage, Podman, shm_tempdir};
 use podstore_testkit::registry::RegistrySet;
 
 const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// Layers of `testkit/multilayer`, the image `pull` and `pull-keep` pull.
+const MULTILAYER_LAYERS: usize = 3;
 const CONTAINER_ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
 /// Finding kinds that mean a visible record is not whole (must never follow a crash).
@@ -197,6 +199,10 @@ fn clone_store(template: &StoreDir, dir: PathBuf) -> StoreDir {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Op {
     Pull,
+    /// A pull that keeps the compressed blobs (`--keep-compressed-blobs`): the streaming pull
+    /// tees each layer blob into the blob store, the one place a pull commits a blob (the
+    /// `ingest-committed` point).
+    PullKeep,
     Create,
     Delete,
     Untag,
@@ -206,6 +212,7 @@ impl Op {
     fn name(self) -> &'static str {
         match self {
             Op::Pull => "pull",
+            Op::PullKeep => "pull-keep",
             Op::Create => "create",
             Op::Delete => "delete",
             Op::Untag => "untag",
@@ -223,6 +230,7 @@ impl Harness {
     fn args(&self, op: Op) -> Vec<String> {
         let v: Vec<&str> = match op {
             Op::Pull => vec!["pull", "--quiet", &self.pull_ref],
+            Op::PullKeep => vec!["--keep-compressed-blobs", "pull", "--quiet", &self.pull_ref],
             Op::Create => vec![
                 "create",
                 "--pod-name",
@@ -247,7 +255,7 @@ impl Harness {
     /// The store each operation starts from.
     fn template(&self, op: Op, dir: PathBuf, driver: &'static str) -> StoreDir {
         let store = StoreDir::new(dir, driver);
-        if op != Op::Pull {
+        if !matches!(op, Op::Pull | Op::PullKeep) {
             store.ok(&["pull", "--quiet", &self.busybox_ref]);
         }
         if op == Op::Delete {
@@ -290,13 +298,21 @@ impl Harness {
         let args = self.args(op);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         match op {
-            Op::Pull => {
+            Op::Pull | Op::PullKeep => {
                 for image in &images {
                     let id = image["ID"].as_str().unwrap();
                     store.ok(&["inspect", id]);
                 }
                 store.ok(&args);
                 assert_eq!(store.images().len(), 1, "{label}");
+                if op == Op::PullKeep {
+                    // every layer blob kept, whether committed before the kill or by the
+                    // repeated pull (which applies a kept blob from its file)
+                    let kept = std::fs::read_dir(store.root().join("podstore-blobs/blobs/sha256"))
+                        .map(|d| d.count())
+                        .unwrap_or(0);
+                    assert_eq!(kept, MULTILAYER_LAYERS, "{label}: kept blobs");
+                }
             }
             Op::Create => {
                 assert!(containers.len() <= 1, "{label}: {containers:?}");
@@ -395,7 +411,7 @@ fn sigkill_at_every_point_leaves_a_store_that_check_repairs_and_peers_read() {
     let mut named: BTreeMap<String, u64> = BTreeMap::new();
     let timed_kills = if quick { 3 } else { 12 };
     for driver in drivers {
-        for op in [Op::Pull, Op::Create, Op::Delete, Op::Untag] {
+        for op in [Op::Pull, Op::PullKeep, Op::Create, Op::Delete, Op::Untag] {
             let template = harness.template(
                 op,
                 work.path().join(format!("t-{driver}-{}", op.name())),
@@ -430,7 +446,15 @@ fn sigkill_at_every_point_leaves_a_store_that_check_repairs_and_peers_read() {
                 points.push(format!("{name}:{n}"));
             }
             assert!(!points.is_empty(), "{op:?} passed no crash point");
-            if quick {
+            if op == Op::PullKeep {
+                // The other points are `pull`'s: here only where the blob is committed.
+                points.retain(|p| p.starts_with("ingest-committed:"));
+                assert_eq!(
+                    points.len(),
+                    MULTILAYER_LAYERS,
+                    "pull-keep commits one blob per layer: {occurrences:?}"
+                );
+            } else if quick {
                 // The first and last occurrence of each point.
                 let mut keep: Vec<String> = Vec::new();
                 for (name, n) in &occurrences {
@@ -447,6 +471,7 @@ fn sigkill_at_every_point_leaves_a_store_that_check_repairs_and_peers_read() {
                 .map(|p| (format!("{driver} {} at {p}", op.name()), Some(p), None))
                 .collect();
             let mut rng = Lcg(0x5eed ^ total);
+            let timed_kills = if op == Op::PullKeep { 0 } else { timed_kills };
             for _ in 0..timed_kills {
                 let offset = span.mul_f64(rng.next_fraction());
                 kills.push((
