@@ -10,7 +10,7 @@
 //! - `demo [--keep] [--driver D]`: podstore end to end against a real registry (see `demo.rs`);
 //! - `e2e [--list] [--package P]...`: the end-to-end tests of every crate on both drivers (see `e2e.rs`);
 //! - `crash [--quick]`: crash injection (SIGKILL at named points and offsets), see `crash.rs`;
-//! - `soak [--minutes M]`: concurrent load on one store, see `soak.rs`;
+//! - `soak [--minutes M] [--driver vfs|overlay|both]`: concurrent load on one store, see `soak.rs`;
 //! - `bench [--runs N] [--quick] [--only M] [--out FILE]`: podstore against skopeo, podman,
 //!   the containers-storage CLI and the physical limits; writes docs/BENCHMARKS.md.
 
@@ -71,7 +71,8 @@ fn print_help() {
          e2e [--list] [--package P]...\n                       \
          end-to-end tests of every crate (or P's) on both drivers, real registry\n  \
          crash [--quick]      SIGKILL pull/create/rm/untag at every crash point; check, repair, peers\n  \
-         soak [--minutes M]   4 podstore processes and podman on one store; check and verify results\n  \
+         soak [--minutes M | --seconds S] [--driver vfs|overlay|both]\n                       \
+         4 podstore processes and podman on one store; check and verify results\n  \
          bench [--quick] [--runs N] [--only M,..] [--out FILE]\n                       \
          measure podstore against skopeo/podman/limits; writes docs/BENCHMARKS.md\n"
     );
@@ -233,7 +234,13 @@ fn ci() -> Result<()> {
 
     // Short crash injection and soak (under a minute each).
     crash::crash(&["--quick".to_owned()])?;
-    soak::soak(&["--seconds".to_owned(), "30".to_owned()])?;
+    // 15 s per driver: overlay (real mounts, what production uses) and vfs.
+    soak::soak(&[
+        "--seconds".to_owned(),
+        "30".to_owned(),
+        "--driver".to_owned(),
+        "both".to_owned(),
+    ])?;
 
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"])

@@ -67,6 +67,21 @@ struct Entry {
     start: Duration,
     end: Duration,
     ok: bool,
+    /// The last line of stderr of a failed operation.
+    error: String,
+}
+
+/// The last non-empty line of a failed command's stderr (empty on success).
+fn failure(out: &Output) -> String {
+    if out.status.success() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_owned()
 }
 
 struct Lcg(u64);
@@ -170,6 +185,7 @@ fn worker(
             start,
             end: t0.elapsed(),
             ok: out.status.success(),
+            error: failure(&out),
         });
     }
     // Leave nothing mounted.
@@ -184,6 +200,7 @@ fn worker(
                 start,
                 end: t0.elapsed(),
                 ok: out.status.success(),
+                error: failure(&out),
             });
         }
     }
@@ -260,6 +277,7 @@ fn podman_worker(
             start,
             end: t0.elapsed(),
             ok: out.status.success(),
+            error: failure(&out),
         });
     }
     log
@@ -324,9 +342,17 @@ fn four_podstores_and_podman_on_one_store_lose_nothing() {
     let out = store.podstore(&["check", "--stale-after", "0"]);
     assert!(
         out.status.success(),
-        "check after the soak: {}{}",
+        "check after the soak: {}{}\nfailed operations:\n{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        log.iter()
+            .filter(|e| !e.ok)
+            .map(|e| format!(
+                "  {:?}-{:?} {} {} {}: {}",
+                e.start, e.end, e.who, e.op, e.target, e.error
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 
     // Containers: each ends as its owner's log says.
