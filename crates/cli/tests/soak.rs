@@ -481,6 +481,18 @@ fn four_podstores_and_podman_on_one_store_lose_nothing() {
             slot.1 += 1;
         }
     }
+    // The first failure of each kind of operation, to tell expected refusals from damage.
+    let mut first_failures: BTreeMap<String, String> = BTreeMap::new();
+    for e in log.iter().filter(|e| !e.ok) {
+        let who = if e.who == "podman" {
+            "podman"
+        } else {
+            "podstore"
+        };
+        first_failures
+            .entry(format!("{who} {}", e.op))
+            .or_insert_with(|| e.error.clone());
+    }
     let summary = serde_json::json!({
         "seconds": seconds,
         "driver": driver,
@@ -491,6 +503,7 @@ fn four_podstores_and_podman_on_one_store_lose_nothing() {
         "images_verified": images_verified,
         "images_ambiguous": images_ambiguous,
         "podman_runs": runs,
+        "first_failures": first_failures,
         "check": "clean",
     });
     println!("soak: {summary}");
