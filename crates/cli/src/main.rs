@@ -180,9 +180,21 @@ fn run(cli: Cli) -> Result<()> {
                         .collect();
                     let table = output::image_table(&images, &created, GoTime::now_utc());
                     write!(stdout, "{table}")?;
+                    stdout.flush()?;
+                    // The process ends right after: freeing a large listing one allocation at
+                    // a time is wasted work (the snapshot's read locks go with the process).
+                    std::mem::forget(table);
+                    std::mem::forget(created);
+                    std::mem::forget(record_created);
+                    std::mem::forget(snapshot);
                 }
                 Format::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&images)?)?,
             }
+            stdout.flush()?;
+            // As above: `images` changed nothing, and the service holds no mount.
+            std::mem::forget(images);
+            std::mem::forget(service);
+            return Ok(());
         }
         Command::Inspect { image } => {
             let status = service.image_status(&image)?;
