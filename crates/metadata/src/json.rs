@@ -303,98 +303,98 @@ pub(crate) fn match_key(key: &str, known: &[&'static str]) -> Option<&'static st
 /// A field-level decoding failure, turned into a store error naming the file by the caller.
 pub(crate) type FieldResult<T> = Result<T, String>;
 
-pub(crate) fn as_string(key: &str, v: &Value) -> FieldResult<String> {
+pub(crate) fn as_string(key: &str, v: Value) -> FieldResult<String> {
     match v {
         Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        other => Err(format!("{key}: expected a string, found {}", kind(other))),
+        Value::String(s) => Ok(s),
+        other => Err(format!("{key}: expected a string, found {}", kind(&other))),
     }
 }
 
-pub(crate) fn as_strings(key: &str, v: &Value) -> FieldResult<Vec<String>> {
+pub(crate) fn as_strings(key: &str, v: Value) -> FieldResult<Vec<String>> {
     match v {
         Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items.iter().map(|i| as_string(key, i)).collect(),
+        Value::Array(items) => items.into_iter().map(|i| as_string(key, i)).collect(),
         other => Err(format!(
             "{key}: expected a list of strings, found {}",
-            kind(other)
+            kind(&other)
         )),
     }
 }
 
-pub(crate) fn as_i64(key: &str, v: &Value) -> FieldResult<i64> {
+pub(crate) fn as_i64(key: &str, v: Value) -> FieldResult<i64> {
     match v {
         Value::Null => Ok(0),
         Value::Number(n) => n
             .as_i64()
             .ok_or_else(|| format!("{key}: {n} is not a 64-bit integer")),
-        other => Err(format!("{key}: expected an integer, found {}", kind(other))),
+        other => Err(format!(
+            "{key}: expected an integer, found {}",
+            kind(&other)
+        )),
     }
 }
 
-pub(crate) fn as_u32(key: &str, v: &Value) -> FieldResult<u32> {
+pub(crate) fn as_u32(key: &str, v: Value) -> FieldResult<u32> {
     let i = as_i64(key, v)?;
     u32::try_from(i).map_err(|_| format!("{key}: {i} is out of range for uint32"))
 }
 
-pub(crate) fn as_u32s(key: &str, v: &Value) -> FieldResult<Vec<u32>> {
+pub(crate) fn as_u32s(key: &str, v: Value) -> FieldResult<Vec<u32>> {
     match v {
         Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items.iter().map(|i| as_u32(key, i)).collect(),
+        Value::Array(items) => items.into_iter().map(|i| as_u32(key, i)).collect(),
         other => Err(format!(
             "{key}: expected a list of integers, found {}",
-            kind(other)
+            kind(&other)
         )),
     }
 }
 
-pub(crate) fn as_time(key: &str, v: &Value) -> FieldResult<GoTime> {
+pub(crate) fn as_time(key: &str, v: Value) -> FieldResult<GoTime> {
     match v {
         Value::Null => Ok(GoTime::default()),
         Value::String(s) => {
-            GoTime::parse(s).ok_or_else(|| format!("{key}: {s:?} is not an RFC 3339 time"))
+            GoTime::parse(&s).ok_or_else(|| format!("{key}: {s:?} is not an RFC 3339 time"))
         }
         other => Err(format!(
             "{key}: expected a time string, found {}",
-            kind(other)
+            kind(&other)
         )),
     }
 }
 
-pub(crate) fn as_object<'v>(
-    key: &str,
-    v: &'v Value,
-) -> FieldResult<Option<&'v Map<String, Value>>> {
+pub(crate) fn as_object(key: &str, v: Value) -> FieldResult<Option<Map<String, Value>>> {
     match v {
         Value::Null => Ok(None),
         Value::Object(m) => Ok(Some(m)),
-        other => Err(format!("{key}: expected an object, found {}", kind(other))),
+        other => Err(format!("{key}: expected an object, found {}", kind(&other))),
     }
 }
 
-pub(crate) fn as_int_map(key: &str, v: &Value) -> FieldResult<BTreeMap<String, i64>> {
+pub(crate) fn as_int_map(key: &str, v: Value) -> FieldResult<BTreeMap<String, i64>> {
     let mut out = BTreeMap::new();
     if let Some(m) = as_object(key, v)? {
         for (k, v) in m {
-            out.insert(k.clone(), as_i64(key, v)?);
+            out.insert(k, as_i64(key, v)?);
         }
     }
     Ok(out)
 }
 
-pub(crate) fn as_string_map(key: &str, v: &Value) -> FieldResult<BTreeMap<String, String>> {
+pub(crate) fn as_string_map(key: &str, v: Value) -> FieldResult<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     if let Some(m) = as_object(key, v)? {
         for (k, v) in m {
-            out.insert(k.clone(), as_string(key, v)?);
+            out.insert(k, as_string(key, v)?);
         }
     }
     Ok(out)
 }
 
-pub(crate) fn as_value_map(key: &str, v: &Value) -> FieldResult<BTreeMap<String, Value>> {
+pub(crate) fn as_value_map(key: &str, v: Value) -> FieldResult<BTreeMap<String, Value>> {
     Ok(as_object(key, v)?
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|m| m.into_iter().collect())
         .unwrap_or_default())
 }
 
@@ -460,13 +460,13 @@ mod tests {
 
     #[test]
     fn readers_accept_null_and_reject_wrong_types() {
-        assert_eq!(as_string("k", &Value::Null).unwrap(), "");
-        assert_eq!(as_strings("k", &Value::Null).unwrap(), Vec::<String>::new());
-        assert_eq!(as_i64("k", &Value::Null).unwrap(), 0);
-        assert!(as_time("k", &Value::Null).unwrap().is_zero());
-        assert!(as_string("k", &serde_json::json!(5)).is_err());
-        assert!(as_u32s("k", &serde_json::json!([-1])).is_err());
-        assert!(as_i64("k", &serde_json::json!(1.5)).is_err());
-        assert!(as_time("k", &serde_json::json!("yesterday")).is_err());
+        assert_eq!(as_string("k", Value::Null).unwrap(), "");
+        assert_eq!(as_strings("k", Value::Null).unwrap(), Vec::<String>::new());
+        assert_eq!(as_i64("k", Value::Null).unwrap(), 0);
+        assert!(as_time("k", Value::Null).unwrap().is_zero());
+        assert!(as_string("k", serde_json::json!(5)).is_err());
+        assert!(as_u32s("k", serde_json::json!([-1])).is_err());
+        assert!(as_i64("k", serde_json::json!(1.5)).is_err());
+        assert!(as_time("k", serde_json::json!("yesterday")).is_err());
     }
 }
