@@ -93,6 +93,11 @@ fn assert_nothing_left(store: &Store, root: &Path) {
         })
         .unwrap_or_default();
     assert!(staging.is_empty(), "staging leftovers {staging:?}");
+    for driver in ["overlay", "vfs"] {
+        let dir = root.join(driver).join("staging");
+        let left = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "staging leftovers in {}", dir.display());
+    }
     let blobs = root.join("podstore-blobs/blobs/sha256");
     let kept = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
     assert_eq!(kept, 0, "blob files left in {}", blobs.display());

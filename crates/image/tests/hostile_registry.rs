@@ -665,6 +665,7 @@ impl Env {
         let mut left = Vec::new();
         for (label, dir) in [
             ("tmp", self.root().join("tmp")),
+            ("overlay/staging", self.root().join("overlay/staging")),
             ("blobs", self.root().join("podstore-blobs")),
         ] {
             for p in Env::tree(&dir) {

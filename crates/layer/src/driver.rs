@@ -228,6 +228,14 @@ pub trait Driver: Send + Sync {
         create: &CreateOptions,
         opts: &ApplyOptions,
     ) -> Result<ApplyReport, DriverError>;
+    /// The directory under which staging directories for [`Driver::stage_diff`] must be made
+    /// when the driver needs its own: a rename cannot cross mount points, and overlay's home
+    /// may be a bind mount of itself (containers/storage keeps it a private mount point), so
+    /// overlay stages in `<home>/staging`, the name containers/storage gives its own staging
+    /// area. `None`: anywhere on the home's filesystem (the store's `tmp/`).
+    fn staging_parent(&self) -> Option<PathBuf> {
+        None
+    }
     /// Whether [`Driver::stage_diff`] reads the parent's content (vfs copies the parent's tree;
     /// an overlay diff does not depend on its parent, so overlay layers stage in parallel).
     fn staging_needs_parent(&self) -> bool;

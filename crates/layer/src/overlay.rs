@@ -28,6 +28,9 @@ use crate::mount::{
 
 /// Most lower layers a layer may have (containers/storage 1.43's `maxDepth`).
 pub const MAX_DEPTH: usize = 128;
+/// The directory of the home that holds layers being staged (containers/storage's name for its
+/// own staging area, which its `check` leaves alone).
+pub const STAGING_DIR: &str = "staging";
 
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
@@ -423,6 +426,10 @@ impl Driver for Overlay {
 
     fn staging_needs_parent(&self) -> bool {
         false
+    }
+
+    fn staging_parent(&self) -> Option<PathBuf> {
+        Some(self.home.join(STAGING_DIR))
     }
 
     fn commit_staged(

@@ -1096,21 +1096,19 @@ impl Store {
                 // Layer staging: a `<id>-<random>/` directory is a leftover when nobody holds
                 // its layer's creation lock (`<id>.lock`, deleted by its holders on release;
                 // lockers re-check that the path still names the file they locked).
-                for (name, path, ft) in list_dir(&path)? {
-                    let Some((id, _)) = name.rsplit_once('-') else {
-                        continue;
-                    };
-                    if !ft.is_dir() || name.ends_with(".lock") {
-                        continue;
-                    }
-                    let lock = path.with_file_name(format!("{id}.lock"));
-                    if crate::store::try_staging_lock(&lock)?.is_some() {
-                        out.push(Finding::StaleStaging { path });
-                    }
-                }
+                stale_staging_in(&path, &path, out)?;
             } else if is_old(&path, options.stale_after, now) {
                 out.push(Finding::StaleStaging { path });
             }
+        }
+        // The driver's own staging directory (overlay: `<home>/staging`) holds the layer data
+        // of the same stagers; other names there (containers/storage's) are not ours to judge.
+        if let Some(driver_staging) = &parts.driver_staging {
+            stale_staging_in(
+                driver_staging,
+                &parts.tmp_dir.join(crate::store::STAGING_DIR),
+                out,
+            )?;
         }
         for store in &options.blob_stores {
             for (_, path, _) in list_dir(&store.join(podstore_blobstore::INGEST_DIR))? {
@@ -1470,6 +1468,25 @@ fn stale_temps_in(dir: &Path, out: &mut Vec<Finding>) -> Result<()> {
     for (name, path, ft) in list_dir(dir)? {
         if name.starts_with(TEMP_PREFIX) && ft.is_file() {
             out.push(Finding::StaleTempFile { path });
+        }
+    }
+    Ok(())
+}
+
+/// Reports the `<id>-<random>/` staging directories under `dir` whose layer creation lock
+/// (`<locks>/<id>.lock`, deleted by its holders on release; lockers re-check that the path
+/// still names the file they locked) nobody holds: a crash's leftovers.
+fn stale_staging_in(dir: &Path, locks: &Path, out: &mut Vec<Finding>) -> Result<()> {
+    for (name, path, ft) in list_dir(dir)? {
+        let Some(id) = crate::store::staged_dir_layer_id(&name) else {
+            continue;
+        };
+        if !ft.is_dir() {
+            continue;
+        }
+        let lock = locks.join(format!("{id}.lock"));
+        if crate::store::try_staging_lock(&lock)?.is_some() {
+            out.push(Finding::StaleStaging { path });
         }
     }
     Ok(())

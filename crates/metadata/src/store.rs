@@ -269,6 +269,9 @@ impl LayerCreationLock {
 pub struct StagedLayer {
     id: String,
     dir: PathBuf,
+    /// Where the driver stages the layer's data: `dir/layer`, or a directory of the same name
+    /// as `dir` under the driver's own staging directory ([`Driver::staging_parent`]).
+    layer_dir: PathBuf,
     options: LayerOptions,
     report: podstore_layer::ApplyReport,
     staging_took: Duration,
@@ -295,6 +298,9 @@ impl StagedLayer {
 
 impl Drop for StagedLayer {
     fn drop(&mut self) {
+        if !self.layer_dir.as_os_str().is_empty() {
+            let _ = remove_dir_all_if_exists(&self.layer_dir);
+        }
         if !self.dir.as_os_str().is_empty() {
             let _ = remove_dir_all_if_exists(&self.dir);
         }
@@ -1001,43 +1007,37 @@ impl Store {
     }
 
     /// Removes staging directories left by a crash: those whose layer creation lock nobody
-    /// holds (a live stager in another process holds its lock while its directory exists).
+    /// holds (a live stager in another process holds its lock while its directories exist).
+    /// They are `<id>-<random>` directories under `tmp/podstore-staging` and, for a driver that
+    /// stages in its own home, under its staging directory (where other names, such as
+    /// containers/storage's own staging directories, are left alone).
     fn remove_stale_staging(&self) -> Result<()> {
-        let root = self.staging_root();
-        let entries = match fs::read_dir(&root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_err("listing", &root, e)),
-        };
+        let mut roots = vec![self.staging_root()];
+        roots.extend(self.driver.staging_parent());
         let mut ids = BTreeSet::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err("listing", &root, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let id = match name.strip_suffix(".lock") {
-                Some(id) => id,
-                None => match name.rsplit_once('-') {
-                    Some((id, _)) if entry.path().is_dir() => id,
-                    _ => continue,
-                },
-            };
-            if validate_id(id, RecordKind::Layer).is_ok() {
-                ids.insert(id.to_owned());
+        for root in &roots {
+            for (name, is_dir) in list_names(root)? {
+                let id = match name.strip_suffix(".lock") {
+                    Some(id) if !is_dir => id,
+                    _ => match staged_dir_layer_id(&name) {
+                        Some(id) if is_dir => id,
+                        _ => continue,
+                    },
+                };
+                if validate_id(id, RecordKind::Layer).is_ok() {
+                    ids.insert(id.to_owned());
+                }
             }
         }
         for id in ids {
             let Some(lock) = self.try_lock_layer_creation(&id)? else {
                 continue; // a live stager's
             };
-            let prefix = format!("{id}-");
-            let leftovers = fs::read_dir(&root).map_err(|e| io_err("listing", &root, e))?;
-            for entry in leftovers {
-                let entry = entry.map_err(|e| io_err("listing", &root, e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(rest) = name.strip_prefix(&prefix)
-                    && !rest.contains('-')
-                    && entry.path().is_dir()
-                {
-                    remove_dir_all_if_exists(&entry.path())?;
+            for root in &roots {
+                for (name, is_dir) in list_names(root)? {
+                    if is_dir && staged_dir_layer_id(&name) == Some(id.as_str()) {
+                        remove_dir_all_if_exists(&root.join(&name))?;
+                    }
                 }
             }
             // Dropping the lock deletes its file (older podstore versions never did).
@@ -1097,11 +1097,20 @@ impl Store {
         };
         let root = self.staging_root();
         mkdir_all(&root)?;
-        let dir = root.join(format!("{id}-{}", &random_id()[..16]));
+        let name = format!("{id}-{}", &random_id()[..16]);
+        let dir = root.join(&name);
+        let layer_dir = match self.driver.staging_parent() {
+            Some(parent) => {
+                mkdir_all(&parent)?;
+                parent.join(&name)
+            }
+            None => dir.join("layer"),
+        };
         fs::create_dir(&dir).map_err(|e| io_err("creating staging directory", &dir, e))?;
         let mut staged = StagedLayer {
             id: id.clone(),
             dir,
+            layer_dir,
             options,
             report: podstore_layer::ApplyReport {
                 compressed_digest: Digest::sha256_of(b""),
@@ -1129,7 +1138,7 @@ impl Store {
         };
         staged.report = self.driver.stage_diff(
             &id,
-            &staged.dir.join("layer"),
+            &staged.layer_dir,
             parent_id.as_deref(),
             blob,
             &mut gz,
@@ -1184,7 +1193,7 @@ impl Store {
                 self.driver.commit_staged(
                     &record.id,
                     parent,
-                    &staged.dir.join("layer"),
+                    &staged.layer_dir,
                     &CreateOptions {
                         read_write: options.read_write,
                         id_mappings: self.id_mappings.clone(),
@@ -1206,6 +1215,7 @@ impl Store {
         let held = started.elapsed();
         let _ = fs::remove_dir(&staged.dir);
         staged.dir = PathBuf::new();
+        staged.layer_dir = PathBuf::new();
         Ok((
             layer,
             LayerCreateStats {
@@ -2424,6 +2434,8 @@ pub(crate) struct StoreParts<'a> {
     pub(crate) containers_dir: &'a Path,
     pub(crate) run_containers_dir: &'a Path,
     pub(crate) tmp_dir: &'a Path,
+    /// The driver's own staging directory ([`Driver::staging_parent`]), if it has one.
+    pub(crate) driver_staging: Option<PathBuf>,
 }
 
 impl Store {
@@ -2439,6 +2451,7 @@ impl Store {
             containers_dir: &self.containers_dir,
             run_containers_dir: &self.run_containers_dir,
             tmp_dir: &self.tmp_dir,
+            driver_staging: self.driver.staging_parent(),
         }
     }
 }
@@ -2512,6 +2525,30 @@ pub(crate) fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The layer ID of a staging directory name `<id>-<16 hex>`, as [`Store::stage_layer`] makes
+/// them; `None` for any other name.
+pub(crate) fn staged_dir_layer_id(name: &str) -> Option<&str> {
+    let (id, random) = name.rsplit_once('-')?;
+    (random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// The names in directory `dir` with whether each is a directory (not following symlinks);
+/// empty when `dir` does not exist.
+fn list_names(dir: &Path) -> Result<Vec<(String, bool)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("listing", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err("listing", dir, e))?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        names.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+    }
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -35,15 +35,25 @@ fn tar_split(s: &Scratch, driver: &str, id: &str) -> Vec<u8> {
     out
 }
 
-/// Everything under `<graphroot>/tmp/podstore-staging` that is not a lock file.
+/// Everything under `<graphroot>/tmp/podstore-staging` that is not a lock file, and under
+/// the driver's own staging directory (`<graphroot>/overlay/staging`), prefixed with its
+/// directory's name.
 fn staging_leftovers(s: &Scratch) -> Vec<String> {
-    match fs::read_dir(s.root().join("tmp").join(STAGING_DIR)) {
-        Ok(d) => d
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".lock"))
-            .collect(),
-        Err(_) => Vec::new(),
+    let mut left = Vec::new();
+    for (label, dir) in [
+        ("tmp", s.root().join("tmp").join(STAGING_DIR)),
+        (s.driver, s.root().join(s.driver).join("staging")),
+    ] {
+        if let Ok(d) = fs::read_dir(dir) {
+            left.extend(
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.ends_with(".lock"))
+                    .map(|n| format!("{label}/{n}")),
+            );
+        }
     }
+    left.sort();
+    left
 }
 
 fn options(id: &str, parent: Option<&str>, diff_id: &Digest) -> LayerOptions {
@@ -187,7 +197,7 @@ fn staging_leftovers_are_removed_at_open_unless_locked() {
     let lock = store.lock_layer_creation(&live).unwrap();
     drop(Store::open(&s.options()).unwrap());
     let left = staging_leftovers(&s);
-    assert_eq!(left, vec![format!("{live}-0123456789abcdef")]);
+    assert_eq!(left, vec![format!("tmp/{live}-0123456789abcdef")]);
     drop(lock);
     drop(Store::open(&s.options()).unwrap());
     assert!(staging_leftovers(&s).is_empty());
@@ -369,4 +379,98 @@ fn creation_locks_exclude_while_their_files_are_deleted() {
         "an update was lost: two lockers held the creation lock at once"
     );
     assert!(staging_lock_files(&s.root()).is_empty());
+}
+
+#[test]
+fn overlay_stages_inside_its_home_so_a_bind_mounted_home_still_commits() {
+    // containers/storage (and podstore, at the first mount) make the overlay home a bind mount
+    // of itself; a rename from `<graphroot>/tmp` into it then fails with EXDEV.
+    let s = Scratch::new("overlay");
+    let store = s.open();
+    let img = test_image("overlay");
+    let ids = img.layer_ids();
+    let stage_and_commit = |i: usize, check_staged: &dyn Fn()| {
+        let lock = store.lock_layer_creation(&ids[i]).unwrap();
+        let parent = i.checked_sub(1).map(|p| ids[p].as_str());
+        let staged = store
+            .stage_layer(
+                &lock,
+                options(&ids[i], parent, &img.layers[i].diff_id),
+                &mut &img.layers[i].gz[..],
+            )
+            .unwrap();
+        check_staged();
+        store.commit_staged_layer(&lock, staged).unwrap();
+    };
+    stage_and_commit(0, &|| {});
+    store
+        .mount(&ids[0], &podstore_layer::MountOptions::default())
+        .unwrap();
+    let home = s.root().join("overlay");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mountinfo
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(home.to_str().unwrap())),
+        "the overlay home is not a mount point after a mount"
+    );
+    stage_and_commit(1, &|| {
+        let left = staging_leftovers(&s);
+        assert!(
+            left.iter()
+                .any(|n| n.starts_with(&format!("overlay/{}-", ids[1]))),
+            "overlay did not stage in its home: {left:?}"
+        );
+    });
+    assert!(store.driver().exists(&ids[1]));
+    assert!(
+        staging_leftovers(&s).is_empty(),
+        "{:?}",
+        staging_leftovers(&s)
+    );
+    store.unmount(&ids[0], true).unwrap();
+}
+
+#[test]
+fn leftovers_in_the_overlay_staging_dir_are_ours_only_when_named_so() {
+    let s = Scratch::new("overlay");
+    let store = s.open();
+    let dead = "d".repeat(64);
+    let live = "e".repeat(64);
+    let root = s.root().join("overlay").join("staging");
+    for name in [
+        format!("{dead}-0123456789abcdef"),
+        format!("{live}-0123456789abcdef"),
+        "123456789".to_owned(), // containers/storage's own
+    ] {
+        let dir = root.join(name).join("diff");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("file"), b"half").unwrap();
+    }
+    let lock = store.lock_layer_creation(&live).unwrap();
+    let report = store
+        .check(&podstore_metadata::CheckOptions {
+            stale_after: std::time::Duration::ZERO,
+            ..podstore_metadata::CheckOptions::default()
+        })
+        .unwrap();
+    let stale: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| format!("{f:?}"))
+        .filter(|f| f.contains("StaleStaging"))
+        .collect();
+    assert_eq!(stale.len(), 1, "{:?}", report.findings);
+    assert!(stale[0].contains(&dead), "{stale:?}");
+    drop(Store::open(&s.options()).unwrap());
+    assert_eq!(
+        staging_leftovers(&s),
+        vec![
+            "overlay/123456789".to_owned(),
+            format!("overlay/{live}-0123456789abcdef")
+        ]
+    );
+    drop(lock);
+    drop(Store::open(&s.options()).unwrap());
+    assert_eq!(staging_leftovers(&s), vec!["overlay/123456789".to_owned()]);
 }
