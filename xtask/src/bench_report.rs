@@ -644,7 +644,7 @@ pub fn render(options: &Options, results: &Results) -> String {
     if !results.profiles.is_empty() {
         let _ = writeln!(
             out,
-            "## Profiles\n\n{}; the profiles are valgrind callgrind on smaller inputs (instruction counts, self cost per function, top entries).\n",
+            "## Profiles\n\n{}; the pull is profiled with `perf record -e cpu-clock` (software clock samples, self time per symbol: valgrind 3.19 has no openat2, which the applier needs), the rest with valgrind callgrind on smaller inputs (instruction counts, self cost per function, top entries).\n",
             fact("perf")
         );
         for (title, cmd, top) in &results.profiles {
