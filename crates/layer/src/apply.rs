@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::digest_thread::BackgroundDigester;
@@ -611,18 +611,7 @@ impl<'m> Applier<'m> {
         let mode = Mode::from_raw_mode(header.mode as _);
         match header.kind {
             EntryKind::Regular => {
-                let create = || {
-                    rustix::fs::openat(
-                        parent_fd,
-                        name,
-                        OFlags::WRONLY
-                            | OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )
-                };
+                let create = || fsutil::create_new_file(parent_fd, name);
                 let fd = match create() {
                     Err(Errno::EXIST) => {
                         self.replace_existing(parent_fd, name, header.kind, &entry)?;

@@ -29,6 +29,20 @@ pub(crate) fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
+/// Creates the regular file `name` in `dir` for writing, mode 0600 until its metadata is set:
+/// never through a symlink, and failing with EEXIST when the name is taken.
+pub(crate) fn create_new_file<P: rustix::path::Arg>(
+    dir: BorrowedFd<'_>,
+    name: P,
+) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+}
+
 /// Opens a directory as a plain path.
 pub(crate) fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(path, DIR_FLAGS, Mode::empty())?)
@@ -323,16 +337,7 @@ fn copy_dir_contents(
                         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
                     )?;
-                    let d = rustix::fs::openat(
-                        dst,
-                        &name,
-                        OFlags::WRONLY
-                            | OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )?;
+                    let d = create_new_file(dst, &name)?;
                     copy_contents(s.as_fd(), d.as_fd(), st.st_size as u64)?;
                     copy_meta_fd(d.as_fd(), s.as_fd(), &st)?;
                     if st.st_nlink > 1 {

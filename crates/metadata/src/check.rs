@@ -630,37 +630,28 @@ impl BigDataOwner for Layer {
     }
 }
 
-impl BigDataOwner for Image {
-    const KIND: RecordKind = RecordKind::Image;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn big_data_names(&self) -> &[String] {
-        &self.big_data_names
-    }
-    fn big_data_sizes(&self) -> Option<&BTreeMap<String, i64>> {
-        Some(&self.big_data_sizes)
-    }
-    fn big_data_digests(&self) -> Option<&BTreeMap<String, String>> {
-        Some(&self.big_data_digests)
-    }
+/// Images and containers record their big data's keys, sizes and digests in the same fields.
+macro_rules! big_data_owner_with_sizes {
+    ($record:ty, $kind:expr) => {
+        impl BigDataOwner for $record {
+            const KIND: RecordKind = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn big_data_names(&self) -> &[String] {
+                &self.big_data_names
+            }
+            fn big_data_sizes(&self) -> Option<&BTreeMap<String, i64>> {
+                Some(&self.big_data_sizes)
+            }
+            fn big_data_digests(&self) -> Option<&BTreeMap<String, String>> {
+                Some(&self.big_data_digests)
+            }
+        }
+    };
 }
-
-impl BigDataOwner for Container {
-    const KIND: RecordKind = RecordKind::Container;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn big_data_names(&self) -> &[String] {
-        &self.big_data_names
-    }
-    fn big_data_sizes(&self) -> Option<&BTreeMap<String, i64>> {
-        Some(&self.big_data_sizes)
-    }
-    fn big_data_digests(&self) -> Option<&BTreeMap<String, String>> {
-        Some(&self.big_data_digests)
-    }
-}
+big_data_owner_with_sizes!(Image, RecordKind::Image);
+big_data_owner_with_sizes!(Container, RecordKind::Container);
 
 /// Checks each big-data file of `owner` in `dir` against its record (present; size and sha256
 /// digest as recorded, schema1 manifests excepted). Returns whether anything was found.
