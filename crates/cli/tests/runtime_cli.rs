@@ -615,18 +615,7 @@ fn podman_and_containers_storage_see_podstore_containers_and_podstore_removes_po
     }
 
     // a podman container: listed by podstore as not CRI-O's, and removed by it
-    let podman_id = env.peer(
-        "podman",
-        &[
-            "create",
-            "--network",
-            "none",
-            "--name",
-            "from-podman",
-            IMAGE,
-        ],
-    );
-    let podman_id = first_line(&podman_id).to_owned();
+    let podman_id = env.podman_create("from-podman", IMAGE);
     let rows = env.ps();
     let row = rows.iter().find(|r| r["ID"] == podman_id.as_str()).unwrap();
     assert_eq!(row["Names"], serde_json::json!(["from-podman"]), "{row}");
@@ -754,18 +743,8 @@ fn overlay_mount_and_unmount_after_podman_used_the_store() {
         let home = env.root().join("overlay").display().to_string();
         env.peer("podman", &["images"]);
         assert_eq!(mounts_under(&dir), Vec::<String>::new());
-        let podman_id = env.peer(
-            "podman",
-            &[
-                "create",
-                "--network",
-                "none",
-                "--name",
-                "from-podman",
-                IMAGE,
-            ],
-        );
-        let podman_merged = env.peer("podman", &["mount", first_line(&podman_id)]);
+        let podman_id = env.podman_create("from-podman", IMAGE);
+        let podman_merged = env.peer("podman", &["mount", &podman_id]);
         let podman_merged = first_line(&podman_merged).to_owned();
         assert_eq!(
             mounts_under(&dir),

@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -304,15 +306,7 @@ fn four_podstores_and_podman_on_one_store_lose_nothing() {
             .collect(),
     );
     let dir = shm_tempdir("podstore-soak-");
-    std::fs::write(
-        dir.path().join("storage.conf"),
-        format!(
-            "[storage]\ndriver = \"{driver}\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-            dir.path().join("root").display(),
-            dir.path().join("runroot").display()
-        ),
-    )
-    .unwrap();
+    common::write_storage_conf(dir.path(), &driver);
     let store = Store {
         dir: dir.path().to_path_buf(),
         driver: driver.clone(),

@@ -1,5 +1,5 @@
 //! Set-up shared by the `podstore` binary's end-to-end tests (cli.rs, report_cli.rs,
-//! runtime_cli.rs): a scratch store in a tempdir with its own `storage.conf` (the machine's
+//! runtime_cli.rs, soak.rs): a scratch store in a tempdir with its own `storage.conf` (the machine's
 //! must not leak into the tests; podman and the containers-storage CLI read this one too), the
 //! `podstore` command with the store's global flags, the peers on the same store, and the
 //! fixture IDs the tests compare with.
@@ -15,6 +15,19 @@ use podstore_testkit::peers::{ContainersStorage, Podman, StoreGuard, shm_tempdir
 pub const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 /// The container ID the tests create.
 pub const CONTAINER_ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+/// Writes `dir/storage.conf` naming `dir/root` and `dir/runroot` with `driver`.
+pub fn write_storage_conf(dir: &Path, driver: &str) {
+    std::fs::write(
+        dir.join("storage.conf"),
+        format!(
+            "[storage]\ndriver = \"{driver}\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            dir.join("root").display(),
+            dir.join("runroot").display()
+        ),
+    )
+    .unwrap();
+}
 
 /// A scratch store: `root/` and `runroot/` in a tempdir, with `storage.conf` naming them.
 pub struct Env {
@@ -34,15 +47,7 @@ impl Env {
 
     /// An empty store in `dir`.
     pub fn in_dir(driver: &'static str, dir: tempfile::TempDir) -> Env {
-        std::fs::write(
-            dir.path().join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"{driver}\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                dir.path().join("root").display(),
-                dir.path().join("runroot").display()
-            ),
-        )
-        .unwrap();
+        write_storage_conf(dir.path(), driver);
         let _guard = (driver == "overlay")
             .then(|| StoreGuard::overlay(dir.path().join("root"), dir.path().join("runroot")));
         Env {
@@ -120,6 +125,15 @@ impl Env {
         self.ok(&["pull", "--quiet", &fixtures.oci_reference(tag)])
             .trim()
             .to_owned()
+    }
+
+    /// `podman create --network none --name NAME IMAGE` on the store; the new container's ID.
+    pub fn podman_create(&self, name: &str, image: &str) -> String {
+        let out = self.peer(
+            "podman",
+            &["create", "--network", "none", "--name", name, image],
+        );
+        first_line(&out).to_owned()
     }
 
     /// `tool` (podman or containers-storage) on this store, with `args`; asserts success and
