@@ -123,6 +123,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "attr",
     "curl",
     "python3",
+    // the crash suite's power-cut run: a loop device (losetup, mount), mkfs.ext4 and e2fsck
+    "mount",
+    "e2fsprogs",
 ];
 
 fn package_installed(name: &str) -> bool {
